@@ -1,0 +1,48 @@
+# ccnet — every target works on a fresh clone: the virtualenv is created on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install train eval test test-all lint format bench sweep clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+train: $(STAMP)  ## train (default: the synthetic experiment on the CPU); ARGS="experiment=..."
+	$(PY) -m src.train $(ARGS)
+
+eval: $(STAMP)  ## evaluate a checkpoint; ARGS="experiment=... ckpt_path=..."
+	$(PY) -m src.eval $(ARGS)
+
+test: $(STAMP)  ## run the test suite (slow tests excluded)
+	WANDB_MODE=offline $(PY) -m pytest $(ARGS)
+
+test-all: $(STAMP)  ## run every test, slow ones included
+	WANDB_MODE=offline $(PY) -m pytest -m "" $(ARGS)
+
+lint: $(STAMP)  ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)  ## run every cost benchmark (tables printed, JSON in bench_results/)
+	$(PY) -m src.bench all
+
+sweep: $(STAMP)  ## recurrence sweep R=0,1,2 on the long-range-context toy data
+	$(PY) -m src.train -m experiment=context_toy model.recurrence=0,1,2 $(ARGS)
+
+clean:  ## remove the virtualenv, caches and run outputs
+	rm -rf $(VENV) logs bench_results .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
