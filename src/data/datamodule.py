@@ -1,0 +1,216 @@
+"""One LightningDataModule for every dataset: splits, transforms and seeded loaders."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, get_worker_info
+
+from src.data.base import IGNORE_INDEX, SegmentationDataset
+from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+
+
+def _derive_seed(*entropy: int) -> int:
+    """A 32-bit seed mixed from several integers (seed, rank, worker…)."""
+    return int(np.random.SeedSequence([e % 2**64 for e in entropy]).generate_state(1)[0])
+
+
+def seed_worker(worker_id: int, rank: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy, ``random`` and the dataset's albumentations
+    pipeline (which keeps its own RNG in 2.x) from the loader's per-worker seed and the rank."""
+    seed = _derive_seed(torch.initial_seed(), rank)
+    np.random.seed(seed)  # noqa: NPY002 - code in the dataset may use the legacy global RNG
+    random.seed(seed)
+    cv2.setNumThreads(1)  # workers already run in parallel; avoid oversubscribing cores
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Train/val/test/predict loaders for a dataset class given as a partial
+    (``dataset(root=, split=, transform=)``), with the training augmentation on the train
+    split and full-image normalisation elsewhere.
+
+    Two runs with the same ``seed`` and number of workers draw identical training batches
+    (shuffle order and augmentation); different ranks draw different augmentations.
+    """
+
+    def __init__(
+        self,
+        dataset: Callable[..., SegmentationDataset],
+        root: str | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        predict_split: str = "test",
+        crop_size: Sequence[int] = (512, 512),
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int | None = 0,
+        scale_range: Sequence[float] = (0.5, 2.0),
+        flip_prob: float = 0.5,
+        photometric: bool = True,
+        brightness_delta: float = 32,
+        contrast_range: Sequence[float] = (0.5, 1.5),
+        saturation_range: Sequence[float] = (0.5, 1.5),
+        hue_delta: float = 18,
+        photometric_prob: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or val_batch_size < 1 or num_workers < 0:
+            raise ValueError(
+                f"need batch_size ≥ 1, val_batch_size ≥ 1, num_workers ≥ 0; got {batch_size}, "
+                f"{val_batch_size}, {num_workers}"
+            )
+        self.dataset_factory = dataset
+        self.root = None if root is None else str(root)
+        self.splits = {
+            "train": train_split,
+            "val": val_split,
+            "test": test_split,
+            "predict": predict_split,
+        }
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory) and torch.cuda.is_available()  # no-op without GPU
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.seed = int(torch.randint(2**31, ()).item()) if seed is None else int(seed)
+        self.augmentation = {
+            "scale_range": tuple(scale_range),
+            "flip_prob": float(flip_prob),
+            "photometric": bool(photometric),
+            "brightness_delta": float(brightness_delta),
+            "contrast_range": tuple(contrast_range),
+            "saturation_range": tuple(saturation_range),
+            "hue_delta": float(hue_delta),
+            "photometric_prob": float(photometric_prob),
+        }
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._datasets: dict[tuple[str, str], SegmentationDataset] = {}
+
+    # -- what the model and the metrics need, available before setup ------------------------
+    @property
+    def info_dataset(self) -> SegmentationDataset:
+        """A dataset that knows classes, names and palette: any already built, else the
+        validation split's (built on first use, before ``setup``)."""
+        if self._datasets:
+            return next(iter(self._datasets.values()))
+        return self.dataset_for("val")
+
+    @property
+    def num_classes(self) -> int:
+        return self.info_dataset.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info_dataset.class_names)
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return [list(c) for c in self.info_dataset.palette]
+
+    @property
+    def flip_pairs(self) -> list[tuple[int, int]]:
+        return [tuple(p) for p in self.info_dataset.flip_pairs]
+
+    @property
+    def ignore_index(self) -> int:
+        return IGNORE_INDEX
+
+    # -- datasets --------------------------------------------------------------------------
+    def dataset_for(self, stage: str) -> SegmentationDataset:
+        """The dataset of a stage's split, built once per (split, train-or-eval transform)."""
+        kind = "train" if stage == "train" else "eval"
+        key = (self.splits[stage], kind)
+        if key not in self._datasets:
+            self._datasets[key] = self.dataset_factory(
+                root=self.root, split=self.splits[stage], transform=None
+            )
+        dataset = self._datasets[key]
+        if dataset.transform is None:
+            dataset.transform = self.train_transform() if kind == "train" else self.eval_transform()
+        return dataset
+
+    def train_transform(self) -> Callable:
+        return train_transform(
+            self.crop_size,
+            flip_pairs=self.flip_pairs,
+            mean=self.mean,
+            std=self.std,
+            ignore_index=IGNORE_INDEX,
+            **self.augmentation,
+        )
+
+    def eval_transform(self) -> Callable:
+        return eval_transform(self.mean, self.std)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a Lightning stage needs (fit, validate, test, predict)."""
+        needs = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("predict",),
+            None: ("train", "val", "test", "predict"),
+        }
+        if stage not in needs:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {list(needs)}")
+        for split_stage in needs[stage]:
+            self.dataset_for(split_stage)
+
+    # -- loaders ---------------------------------------------------------------------------
+    @property
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def _loader(self, stage: str, batch_size: int, train: bool) -> DataLoader:
+        dataset = self.dataset_for(stage)
+        generator = torch.Generator().manual_seed(_derive_seed(self.seed, self._rank))
+        if train:
+            if len(dataset) < batch_size:
+                raise ValueError(
+                    f"the '{self.splits[stage]}' split has {len(dataset)} samples, fewer than "
+                    f"one batch of {batch_size} (the last partial batch is dropped)"
+                )
+            if self.num_workers == 0 and hasattr(dataset.transform, "set_random_seed"):
+                dataset.transform.set_random_seed(_derive_seed(self.seed, self._rank, 1))
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            worker_init_fn=partial(seed_worker, rank=self._rank) if self.num_workers else None,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.val_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.val_batch_size, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Loader of the prediction split (Cityscapes: test, whose masks are all 255)."""
+        return self._loader("predict", self.val_batch_size, train=False)
