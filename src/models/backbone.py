@@ -1,0 +1,158 @@
+"""Dilated timm backbone at output stride 8: stage 3 (aux head) and stage 4 (context head).
+
+Weights come from nowhere (``pretrained=False``), timm's own source (``True``, needs a network),
+or a local ``.pth`` / ``.safetensors`` file, checked against the architecture before and after
+timm loads it, because timm loads ``features_only`` models non-strictly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import get_pretrained_cfg_value, load_state_dict
+from torch import nn
+
+OUTPUT_STRIDE = 8
+OUT_INDICES = (3, 4)
+
+
+def _build(name: str, output_stride: int, out_indices: Sequence[int], **kwargs) -> nn.Module:
+    """``timm.create_model`` as a dilated feature extractor."""
+    return timm.create_model(
+        name,
+        features_only=True,
+        output_stride=output_stride,
+        out_indices=tuple(out_indices),
+        **kwargs,
+    )
+
+
+def _skeleton(name: str, output_stride: int, out_indices: Sequence[int]) -> nn.Module:
+    """The backbone on the meta device: validates the name and the architecture, costs nothing."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"model.backbone={name!r} is not a timm model name{hint}")
+    try:
+        with torch.device("meta"):
+            model = _build(name, output_stride, out_indices)
+    except (TypeError, ValueError, IndexError, AssertionError, RuntimeError) as err:
+        raise ValueError(
+            f"model.backbone={name!r} cannot serve as a dilated backbone at output stride "
+            f"{output_stride} with out_indices {tuple(out_indices)} (use a ResNet-family model): "
+            f"{err}"
+        ) from err
+    reductions = model.feature_info.reduction()
+    if any(r != output_stride for r in reductions):
+        raise ValueError(
+            f"model.backbone={name!r} gives features at strides {reductions}, not "
+            f"{output_stride}: it does not support dilation (use a ResNet-family model)"
+        )
+    return model
+
+
+def _examples(items: Sequence[str], n: int = 3) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (", ..." if len(items) > n else "")
+
+
+def check_weights(
+    expected: Mapping[str, torch.Tensor],
+    loaded: Mapping[str, torch.Tensor],
+    name: str,
+    path: Path,
+    ignore_prefixes: Sequence[str] = (),
+) -> None:
+    """Raise a ValueError unless ``loaded`` holds exactly ``expected``'s keys with its shapes.
+
+    Keys under ``ignore_prefixes`` (the classifier a features-only model drops) may be extra;
+    BatchNorm's ``num_batches_tracked`` counters may be absent (older checkpoints lack them).
+    """
+    missing = [k for k in expected if k not in loaded and not k.endswith("num_batches_tracked")]
+    unexpected = [
+        k for k in loaded if k not in expected and not k.startswith(tuple(ignore_prefixes))
+    ]
+    mismatched = [
+        f"{k}: file {tuple(loaded[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in loaded and tuple(loaded[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {_examples(unexpected)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches (e.g. {_examples(mismatched)})")
+    raise ValueError(
+        f"model.pretrained={str(path)!r} does not fit the backbone model.backbone={name!r}: "
+        + "; ".join(problems)
+        + f". Expected the state_dict of timm.create_model({name!r})."
+    )
+
+
+def _classifier_prefixes(name: str) -> tuple[str, ...]:
+    """Prefixes of the classifier layers a features-only model drops (e.g. ``fc.``)."""
+    classifier = get_pretrained_cfg_value(name, "classifier") or ()
+    if isinstance(classifier, str):
+        classifier = (classifier,)
+    return tuple(f"{c}." for c in classifier)
+
+
+def _load_file(name: str, path: Path, output_stride: int, out_indices: Sequence[int]) -> nn.Module:
+    """Build the backbone with a local weights file, checked before and after timm loads it."""
+    skeleton = _skeleton(name, output_stride, out_indices)
+    state = load_state_dict(str(path))
+    expected = skeleton.state_dict()
+    check_weights(expected, state, name, path, ignore_prefixes=_classifier_prefixes(name))
+    model = _build(
+        name,
+        output_stride,
+        out_indices,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(path), source=None),
+    )
+    stale = [
+        k for k, v in model.state_dict().items() if k in state and not torch.equal(v, state[k])
+    ]
+    if stale:
+        raise RuntimeError(
+            f"model.pretrained={str(path)!r}: timm did not load {len(stale)} tensors into "
+            f"{name!r} (e.g. {_examples(stale)})"
+        )
+    return model
+
+
+def create_backbone(
+    name: str = "resnet101c",
+    pretrained: bool | str | Path = False,
+    output_stride: int = OUTPUT_STRIDE,
+    out_indices: Sequence[int] = OUT_INDICES,
+) -> nn.Module:
+    """A timm feature extractor returning ``[stage 3, stage 4]`` at output stride 8.
+
+    ``pretrained``: False (random init), True (timm's own weights source, online) or a path to
+    a local ``.pth`` / ``.safetensors`` state_dict of ``timm.create_model(name)``. The result's
+    ``feature_info.channels()`` gives the channel count of each returned feature map.
+    """
+    if pretrained is None or pretrained is False:
+        _skeleton(name, output_stride, out_indices)
+        return _build(name, output_stride, out_indices)
+    if pretrained is True:
+        _skeleton(name, output_stride, out_indices)
+        return _build(name, output_stride, out_indices, pretrained=True)
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model.pretrained={str(pretrained)!r}: no weights file at {str(path.resolve())!r}"
+        )
+    return _load_file(name, path, output_stride, out_indices)
+
+
+__all__ = ["OUTPUT_STRIDE", "OUT_INDICES", "check_weights", "create_backbone"]
