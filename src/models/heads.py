@@ -1,0 +1,143 @@
+"""Segmentation heads: the CCNet context head (RCCA or non-local) and the auxiliary FCN head.
+
+Norms are plain ``nn.BatchNorm2d`` with a separate ReLU so that
+``nn.SyncBatchNorm.convert_sync_batchnorm`` converts them without losing the activation
+(timm's fused ``BatchNormAct2d`` would silently drop its ReLU in that conversion).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .attention import CrissCrossAttention, NonLocalBlock
+
+
+class ConvBNReLU(nn.Sequential):
+    """k×k conv (no bias) → BatchNorm2d → ReLU, with 'same' padding."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming-normal convs (fan_out, ReLU), unit/zero BatchNorm, small-normal classifiers."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class ContextHead(nn.Module):
+    """The CCNet head around a context module (as released).
+
+    3×3 conv in→C + BN + ReLU → context → 3×3 conv C→C + BN + ReLU → concat with the input
+    (input first) → 3×3 conv in+C→C + BN + ReLU → Dropout2d → 1×1 classifier.
+    Subclasses define how ``context`` is applied in :meth:`apply_context`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_classes: int,
+        context: nn.Module,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.reduce = ConvBNReLU(in_channels, channels)
+        self.context = context
+        self.project = ConvBNReLU(channels, channels)
+        self.fuse = ConvBNReLU(in_channels + channels, channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        for part in (self.reduce, self.project, self.fuse, self.classifier):
+            init_weights(part)  # the context module keeps its own init (e.g. gamma = 0)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+
+    def apply_context(self, x: Tensor) -> Tensor:
+        """Apply the context module to the reduced features."""
+        return self.context(x)
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits at the input's resolution; with ``return_features`` also the context
+        features after the projection conv (the input of the CCL embedding)."""
+        features = self.project(self.apply_context(self.reduce(x)))
+        fused = self.fuse(torch.cat([x, features], dim=1))
+        logits = self.classifier(self.dropout(fused))
+        return (logits, features) if return_features else logits
+
+
+class RCCAHead(ContextHead):
+    """Recurrent criss-cross attention head: one shared CCA module applied ``recurrence`` times.
+
+    ``recurrence=0`` is the FCN baseline with the same convs and the same parameter count; the
+    unused CCA parameters are then frozen so that DDP and weight decay leave them alone.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_classes: int,
+        recurrence: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(in_channels, channels, num_classes, CrissCrossAttention(channels), dropout)
+        self.recurrence = recurrence
+
+    @property
+    def recurrence(self) -> int:
+        return self._recurrence
+
+    @recurrence.setter
+    def recurrence(self, value: int) -> None:
+        if int(value) != value or value < 0:
+            raise ValueError(f"model.recurrence must be an integer >= 0, got {value!r}")
+        self._recurrence = int(value)
+        self.context.requires_grad_(self._recurrence > 0)
+
+    def apply_context(self, x: Tensor) -> Tensor:
+        for _ in range(self.recurrence):
+            x = self.context(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"recurrence={self.recurrence}"
+
+
+class NonLocalHead(ContextHead):
+    """The CCNet head with an embedded-Gaussian non-local block in place of RCCA."""
+
+    def __init__(
+        self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1
+    ) -> None:
+        super().__init__(in_channels, channels, num_classes, NonLocalBlock(channels), dropout)
+
+
+class FCNHead(nn.Module):
+    """Auxiliary FCN head: 3×3 conv + BN + ReLU → Dropout2d → 1×1 classifier."""
+
+    def __init__(
+        self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.conv = ConvBNReLU(in_channels, channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        init_weights(self)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.dropout(self.conv(x)))
+
+
+__all__ = ["ConvBNReLU", "ContextHead", "FCNHead", "NonLocalHead", "RCCAHead", "init_weights"]
