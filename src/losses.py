@@ -103,6 +103,7 @@ def category_consistent_loss(
             f"embedding {tuple(embedding.shape)} and mask {tuple(mask.shape)} must agree on "
             "batch and spatial size"
         )
+    embedding = embedding.to(torch.promote_types(embedding.dtype, torch.float32))  # AMP-safe
     zero = embedding.sum() * 0.0
     terms: dict[str, list[Tensor]] = {"var": [], "dis": [], "reg": []}
     for emb, labels in zip(embedding.flatten(2).transpose(1, 2), mask.flatten(1)):

@@ -261,3 +261,12 @@ def test_ccl_needs_both_the_flag_and_an_embedding():
     target = torch.randint(0, 3, (1, 16, 16))
     assert set(CCNetLoss(ccl=False)(outputs, target)) == {"loss", "seg"}
     assert set(CCNetLoss(ccl=True)({"out": outputs["out"]}, target)) == {"loss", "seg"}
+
+
+def test_category_consistent_loss_of_half_embeddings_is_computed_in_float32():
+    embedding, mask = _image(CLASSES, IGNORED)
+    half = category_consistent_loss(embedding[None].half(), mask[None])
+    full = category_consistent_loss(embedding[None].float(), mask[None])
+    for name in ("var", "dis", "reg"):
+        assert half[name].dtype == torch.float32
+        torch.testing.assert_close(half[name], full[name], rtol=1e-3, atol=1e-3)

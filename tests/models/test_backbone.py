@@ -40,7 +40,7 @@ def test_stage3_and_stage4_at_output_stride_8_for_odd_sizes():
         assert f.shape[-2:] == (math.ceil(97 / 8), math.ceil(129 / 8))
 
 
-def test_stage4_has_twice_the_channels_of_stage3():
+def test_bottleneck_backbone_exposes_resnet101_channel_counts():
     stage3, stage4 = create_backbone("resnet14t").feature_info.channels()
     assert (stage3, stage4) == (1024, 2048)
 
