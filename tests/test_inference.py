@@ -7,6 +7,7 @@ exact (per-pixel, constant or position-dependent outputs).
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -313,3 +314,21 @@ def test_cityscapes_size_multiscale_flip_slide_fits() -> None:
     assert out.shape == (1, 19, 1024, 2048)
     assert out.dtype == torch.float32
     assert bool(torch.isfinite(out).all())
+
+
+def test_benchmark_quick_run_writes_its_table(tmp_path, capsys) -> None:
+    from src.bench.inference import main
+
+    argv = ["--quick", "--model", "tiny", "--size", "64", "128", "--crop", "49", "--stride", "33"]
+    payload = main([*argv, "--batch-size", "2", "--tile-batch-size", "3", "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "inference.json").read_text())
+    assert written["rows"] == payload["rows"] and len(payload["rows"]) == 4
+    tiles = len(slide_windows(64, 128, (49, 49), (33, 33)))
+    whole, one, batched, multi = payload["rows"]
+    assert (whole["forward calls"], whole["crops per image"]) == (1, 1)
+    assert (one["forward calls"], one["crops per image"]) == (2 * tiles, tiles)
+    assert batched["forward calls"] == math.ceil(2 * tiles / 3)
+    assert multi["crops per image"] > 2 * tiles
+    assert all(row["images/s"] > 0 for row in payload["rows"])
+    assert payload["tile_batching_speedup"] == one["s / batch"] / batched["s / batch"]
+    assert "speed-up" in capsys.readouterr().out
