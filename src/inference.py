@@ -61,10 +61,11 @@ def predict_logits(
     """B×K×H×W float32 logits of ``images`` (B×C×H×W, normalised), averaged over all views.
 
     ``model(x)`` returns B×K×h×w logits (any h×w, typically ceil(H/8)), or a dict holding them
-    under ``out``; they are upsampled bilinearly to the tile (slide) or image (whole) size.
-    ``flip_pairs`` lists class pairs that swap under a horizontal flip (LIP's left/right arms,
-    legs, shoes). Views are summed into one full-resolution buffer, so memory stays at one
-    image's logits plus one scaled view, whatever the number of scales.
+    under ``out``. They are upsampled bilinearly (align_corners=False): in slide mode to the
+    tile, whose mosaic is then resized to H×W; in whole mode straight to H×W, one resize
+    instead of two for a rescaled view. ``flip_pairs`` lists class pairs that swap under a
+    horizontal flip (LIP's left/right arms, legs, shoes). Views are summed into one B×K×H×W
+    buffer, so memory stays at the batch's logits plus one scaled view, whatever the scales.
     """
     mode = _check_mode(mode)
     crop, step = _check_window(crop_size, stride)
