@@ -27,7 +27,6 @@ def seed_worker(worker_id: int, rank: int = 0) -> None:
     seed = _derive_seed(torch.initial_seed(), rank)
     np.random.seed(seed)  # noqa: NPY002 - code in the dataset may use the legacy global RNG
     random.seed(seed)
-    cv2.setNumThreads(1)  # workers already run in parallel; avoid oversubscribing cores
     info = get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None
     if hasattr(transform, "set_random_seed"):
@@ -41,6 +40,10 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     Two runs with the same ``seed`` and number of workers draw identical training batches
     (shuffle order and augmentation); different ranks draw different augmentations.
+
+    With workers, OpenCV's thread pool is switched off in the main process before they fork
+    (``cv2.setNumThreads(0)``): workers forked while the pool's threads exist can hang in
+    OpenCV (seen here in ``pthread_cond_destroy``), and they already run in parallel.
     """
 
     def __init__(
@@ -181,6 +184,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _loader(self, stage: str, batch_size: int, train: bool) -> DataLoader:
         dataset = self.dataset_for(stage)
+        if self.num_workers > 0:
+            cv2.setNumThreads(0)  # before the fork: see the class docstring
         generator = torch.Generator().manual_seed(_derive_seed(self.seed, self._rank))
         if train:
             if len(dataset) < batch_size:
