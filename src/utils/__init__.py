@@ -1,0 +1,20 @@
+"""Application helpers shared by the entry points: instantiation, results files, callbacks."""
+
+from src.utils.instantiate import (
+    instantiate_callbacks,
+    instantiate_loggers,
+    instantiate_module,
+)
+from src.utils.results import checkpoint_paths, collect_results, write_results
+from src.utils.task import log_hyperparameters, task_wrapper
+
+__all__ = [
+    "checkpoint_paths",
+    "collect_results",
+    "instantiate_callbacks",
+    "instantiate_loggers",
+    "instantiate_module",
+    "log_hyperparameters",
+    "task_wrapper",
+    "write_results",
+]

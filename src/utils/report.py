@@ -1,0 +1,45 @@
+"""Rich tables for the console: per-class IoU of one run, and the runs of a sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
+    """Numbers with fixed digits (percent: ×100), None/NaN as a dash."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    if isinstance(value, float):
+        return f"{value * 100 if percent else value:.{digits}f}"
+    return str(value)
+
+
+def iou_table(per_class: Mapping[str, float | None], miou: float | None, title: str) -> Table:
+    """Per-class IoU (in %) with the mean as the last row; classes left out of it show a dash."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    for name, value in per_class.items():
+        table.add_row(name, _fmt(value, percent=True))
+    table.add_section()
+    table.add_row("mIoU", _fmt(miou, percent=True), style="bold")
+    return table
+
+
+def runs_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str) -> Table:
+    """One row per run of a sweep, the given columns in order."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column == "job" else "right")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c), digits=4) for c in columns))
+    return table
+
+
+def print_table(table: Table) -> None:
+    """Print a rich table, wide enough that class names never wrap."""
+    Console(width=max(100, Console().width)).print(table)
