@@ -1,0 +1,97 @@
+"""Score a checkpoint: ``python -m src.eval experiment=NAME ckpt_path=PATH [split=val|test]``.
+
+Runs the experiment's inference (whole / sliding, scales, flip) on the full-resolution
+images of the split, prints a per-class IoU table and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from src.utils import (
+    collect_results,
+    instantiate_callbacks,
+    instantiate_loggers,
+    instantiate_module,
+    log_hyperparameters,
+    task_wrapper,
+    write_results,
+)
+from src.utils.report import iou_table, print_table
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("val", "test")
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Build data, model and trainer; validate or test the checkpoint; return the results."""
+    start = time.perf_counter()
+    ckpt_path = _checked_inputs(cfg)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    module = instantiate_module(cfg, datamodule)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    log_hyperparameters(cfg, loggers, module)
+
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    run(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    results = collect_results(
+        cfg,
+        trainer,
+        trainer.callback_metrics,
+        module.per_class_iou,
+        time.perf_counter() - start,
+    )
+    results["checkpoint_global_step"] = module.checkpoint_global_step
+    _print_results(results, cfg.split)
+    path = write_results(results, cfg.paths.output_dir)
+    if path is not None:
+        log.info("results written to %s", path)
+    return results
+
+
+def _checked_inputs(cfg: DictConfig) -> str:
+    """The checkpoint path, after clear errors for a missing checkpoint or a bad split."""
+    ckpt_path = OmegaConf.select(cfg, "ckpt_path", default=None, throw_on_missing=False)
+    if not ckpt_path or ckpt_path == "???":
+        raise ValueError("ckpt_path is required: python -m src.eval experiment=NAME ckpt_path=PATH")
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} is not a file")
+    if cfg.get("split") not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {cfg.get('split')!r}")
+    return str(ckpt_path)
+
+
+@rank_zero_only
+def _print_results(results: dict[str, Any], split: str) -> None:
+    """The per-class IoU table of the split."""
+    per_class = results["per_class_iou"].get(split, {})
+    miou = results["metrics"].get(f"{split}/mIoU")
+    print_table(iou_table(per_class, miou, title=f"{split} IoU"))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the split's mIoU."""
+    return evaluate(cfg)["metrics"].get(f"{cfg.split}/mIoU")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Train a segmentation model: ``python -m src.train [experiment=NAME] [overrides]``.
+
+Fits (``train=true``), optionally tests the best checkpoint (``test=true``), and writes
+``results.json`` into the run's output folder. ``ckpt_path=.../last.ckpt`` resumes a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from src.utils import (
+    checkpoint_paths,
+    collect_results,
+    instantiate_callbacks,
+    instantiate_loggers,
+    instantiate_module,
+    log_hyperparameters,
+    task_wrapper,
+    write_results,
+)
+
+log = logging.getLogger(__name__)
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Seed, build data, model, callbacks, loggers and trainer; fit; test; return the results."""
+    start = time.perf_counter()
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    module = instantiate_module(cfg, datamodule)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    log_hyperparameters(cfg, loggers, module)
+
+    if cfg.get("train"):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = dict(trainer.callback_metrics)
+    checkpoints = checkpoint_paths(trainer)
+
+    if cfg.get("test"):
+        trainer.test(module, datamodule=datamodule, ckpt_path=_test_checkpoint(cfg, trainer))
+        metrics.update(trainer.callback_metrics)
+
+    wall_time = time.perf_counter() - start
+    results = collect_results(cfg, trainer, metrics, module.per_class_iou, wall_time, checkpoints)
+    path = write_results(results, cfg.paths.output_dir)
+    if path is not None:
+        log.info("results written to %s", path)
+    return results
+
+
+def _test_checkpoint(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
+    """The best checkpoint of this run; without training, the given ``ckpt_path``."""
+    if not cfg.get("train"):
+        return cfg.get("ckpt_path")
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if not best:
+        log.warning("no best checkpoint was saved: testing the weights as they are now")
+    return best or None
+
+
+def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
+    """The metric a sweeper optimises (``optimized_metric``); NaN when it was never finite."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in results["metrics"]:
+        raise KeyError(
+            f"optimized_metric={name!r} was not logged; logged metrics: "
+            f"{', '.join(sorted(results['metrics']))}"
+        )
+    value = results["metrics"][name]
+    return math.nan if value is None else value
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the optimised metric for sweepers."""
+    return optimized_value(cfg, train(cfg))
+
+
+if __name__ == "__main__":
+    main()
