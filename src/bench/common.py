@@ -6,7 +6,7 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,19 @@ def time_alternating(
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the distinct tensor storages autograd keeps for backward while ``fn`` runs."""
+def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct tensor storages autograd keeps for backward while ``fn`` runs.
+
+    Storages shared with a tensor of ``exclude`` (e.g. inputs the caller holds anyway, so
+    keeping them costs nothing extra) are left out.
+    """
+    skipped = {t.untyped_storage().data_ptr() for t in exclude}
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        if storage.data_ptr() not in skipped:
+            storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

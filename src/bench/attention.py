@@ -1,0 +1,273 @@
+"""Criss-cross attention cost: our op against the batched-matmul formulation; RCCA vs non-local.
+
+Part 1 runs ``criss_cross_attention`` and the straightforward formulation (row and column
+energies by bmm on permuted contiguous copies, -inf on the duplicated centre, one softmax over
+their concatenation, aggregation by bmm: the official pure-PyTorch approach) side by side on
+contiguous and channels_last inputs: forward+backward time (alternating medians), bytes kept
+for backward (all storages, and beyond the inputs the caller holds anyway) and forward FLOPs.
+Part 2 compares RCCA (one CrissCrossAttention applied R times, shared weights) with one
+NonLocalBlock. Targets: op bytes <= 0.25x, >= 1.3x faster on channels_last and not slower on
+contiguous inputs; RCCA R=2 <= 0.17x the non-local FLOPs, >= 3x fewer bytes, >= 5x faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from src.bench.common import (
+    base_parser,
+    forward_flops,
+    print_table,
+    saved_tensor_bytes,
+    time_alternating,
+    write_json,
+)
+from src.models.attention import CrissCrossAttention, NonLocalBlock, criss_cross_attention
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+MIB = 2**20
+TARGETS = {
+    "op_bytes_ratio_max": 0.25,
+    "op_speedup_channels_last_min": 1.3,
+    "op_speedup_contiguous_min": 1.0,
+    "rcca_flops_ratio_max": 0.17,
+    "rcca_bytes_reduction_min": 3.0,
+    "rcca_speedup_min": 5.0,
+}
+
+
+def batched_matmul_cca(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+    """Reference contender: criss-cross attention as concatenated row/column bmm energies.
+
+    Every line is made a contiguous copy first, the centre is masked with -inf in the column
+    energies, and one softmax runs over the concatenation ``[column | row]``.
+    """
+    b, _, h, w = query.shape
+
+    def columns(x: Tensor) -> Tensor:  # (B*W, C, H)
+        return x.permute(0, 3, 1, 2).contiguous().view(b * w, -1, h)
+
+    def rows(x: Tensor) -> Tensor:  # (B*H, C, W)
+        return x.permute(0, 2, 1, 3).contiguous().view(b * h, -1, w)
+
+    idx = torch.arange(h, device=query.device)
+    centre = idx[:, None] == idx[None, :]
+    energy_col = torch.bmm(columns(query).transpose(1, 2), columns(key))
+    energy_col = energy_col.masked_fill(centre, float("-inf")).view(b, w, h, h)
+    energy_row = torch.bmm(rows(query).transpose(1, 2), rows(key)).view(b, h, w, w)
+    attn = torch.softmax(torch.cat([energy_col.permute(0, 2, 1, 3), energy_row], dim=3), dim=3)
+    attn_col = attn[..., :h].permute(0, 2, 1, 3).contiguous().view(b * w, h, h)
+    attn_row = attn[..., h:].contiguous().view(b * h, w, w)
+    out_col = torch.bmm(columns(value), attn_col.transpose(1, 2)).view(b, w, -1, h)
+    out_row = torch.bmm(rows(value), attn_row.transpose(1, 2)).view(b, h, -1, w)
+    return out_col.permute(0, 2, 3, 1) + out_row.permute(0, 2, 1, 3)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = base_parser("attention", __doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", help="square feature map sizes")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--key-channels", type=int, help="query/key channels (default 64)")
+    parser.add_argument("--channels", type=int, help="value / module channels (default 512)")
+    parser.add_argument("--rcca-size", type=int, help="RCCA vs non-local map size (default 97)")
+    parser.add_argument("--recurrence", type=int, default=2, help="RCCA recurrence R")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.sizes = args.sizes or ([8, 13] if quick else [24, 48, 64, 97, 128])
+    args.key_channels = args.key_channels or (8 if quick else 64)
+    args.channels = args.channels or (32 if quick else 512)
+    args.rcca_size = args.rcca_size or (12 if quick else 97)
+    return args
+
+
+def _fwd_bwd(fn: Callable[[], Tensor], grad: Tensor) -> Callable[[], None]:
+    """A closure running ``fn`` forward and backward with a fixed output gradient."""
+
+    def run() -> None:
+        fn().backward(grad)
+
+    return run
+
+
+def _inputs(args: argparse.Namespace, size: int, fmt: torch.memory_format) -> list[Tensor]:
+    """Query, key, value (leaves requiring grad) and an output gradient in one layout."""
+    dtype, device = DTYPES[args.dtype], torch.device(args.device)
+    shapes = [(1, args.key_channels), (1, args.key_channels), (1, args.channels)]
+    tensors = [torch.randn(*s, size, size, device=device, dtype=dtype) for s in shapes]
+    tensors.append(torch.randn(1, args.channels, size, size, device=device, dtype=dtype))
+    tensors = [t.contiguous(memory_format=fmt) for t in tensors]
+    for t in tensors[:3]:
+        t.requires_grad_(True)
+    return tensors
+
+
+def bench_op(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of the op comparison: one per (size, layout), ours against the bmm formulation."""
+    impls = {"naive": batched_matmul_cca, "ours": criss_cross_attention}
+    rows = []
+    for size in args.sizes:
+        torch.manual_seed(size)
+        runs, cases = {}, {}
+        for layout, fmt in LAYOUTS.items():
+            q, k, v, grad = _inputs(args, size, fmt)
+            cases[layout] = (q, k, v)
+            for name, impl in impls.items():
+                runs[f"{name}/{layout}"] = _fwd_bwd(partial(impl, q, k, v), grad)
+        seconds = time_alternating(runs, args.repeats, args.warmup, args.device)
+        for layout, (q, k, v) in cases.items():
+            row: dict[str, Any] = {"size": size, "layout": layout}
+            for name, impl in impls.items():
+                call = partial(impl, q, k, v)
+                row[f"{name}_ms"] = seconds[f"{name}/{layout}"] * 1e3
+                row[f"{name}_mib"] = saved_tensor_bytes(call) / MIB
+                row[f"{name}_extra_mib"] = saved_tensor_bytes(call, exclude=(q, k, v)) / MIB
+                row[f"{name}_gflops"] = forward_flops(call) / 1e9
+            with torch.no_grad():
+                ref = batched_matmul_cca(q, k, v).float()
+                row["max_abs_err"] = (criss_cross_attention(q, k, v).float() - ref).abs().max()
+                row["max_abs_err"] = row["max_abs_err"].item()
+            row["speedup"] = row["naive_ms"] / row["ours_ms"]
+            row["bytes_ratio"] = row["ours_mib"] / row["naive_mib"]
+            row["extra_bytes_ratio"] = row["ours_extra_mib"] / row["naive_extra_mib"]
+            rows.append(row)
+    return rows
+
+
+def bench_rcca(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows for RCCA (R shared applications) and one non-local block, with ratios."""
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    cca = CrissCrossAttention(args.channels).to(device, dtype)
+    nonlocal_block = NonLocalBlock(args.channels).to(device, dtype)
+    with torch.no_grad():  # trained-looking values: gamma and the BN scale start at 0
+        cca.gamma.fill_(0.5)
+        nonlocal_block.norm.weight.fill_(1.0)
+    shape = (1, args.channels, args.rcca_size, args.rcca_size)
+    x = torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn(*shape, device=device, dtype=dtype)
+
+    def rcca() -> Tensor:
+        out = x
+        for _ in range(args.recurrence):
+            out = cca(out)
+        return out
+
+    contenders: dict[str, tuple[nn.Module, Callable[[], Tensor]]] = {
+        f"rcca R={args.recurrence}": (cca, rcca),
+        "nonlocal": (nonlocal_block, lambda: nonlocal_block(x)),
+    }
+    seconds = time_alternating(
+        {k: _fwd_bwd(fn, grad) for k, (_, fn) in contenders.items()},
+        args.repeats,
+        args.warmup,
+        args.device,
+    )
+    rows = []
+    for name, (module, fn) in contenders.items():
+        module.zero_grad(set_to_none=True)
+        rows.append(
+            {
+                "module": name,
+                "gflops": forward_flops(fn) / 1e9,
+                "saved_mib": saved_tensor_bytes(fn) / MIB,
+                "extra_mib": saved_tensor_bytes(fn, exclude=(x,)) / MIB,
+                "fwd_bwd_ms": seconds[name] * 1e3,
+            }
+        )
+    ours, other = rows
+    ours["flops_ratio"] = ours["gflops"] / other["gflops"]
+    ours["bytes_reduction"] = other["saved_mib"] / ours["saved_mib"]
+    ours["speedup"] = other["fwd_bwd_ms"] / ours["fwd_bwd_ms"]
+    return rows
+
+
+def check_targets(op_rows: list[dict], rcca_rows: list[dict]) -> dict[str, bool]:
+    """Whether each target holds (op targets checked on every measured size)."""
+    cl = [r for r in op_rows if r["layout"] == "channels_last"]
+    contiguous = [r for r in op_rows if r["layout"] == "contiguous"]
+    ours = rcca_rows[0]
+    return {
+        "op_bytes_ratio": all(r["bytes_ratio"] <= TARGETS["op_bytes_ratio_max"] for r in op_rows),
+        "op_extra_bytes_ratio": all(
+            r["extra_bytes_ratio"] <= TARGETS["op_bytes_ratio_max"] for r in op_rows
+        ),
+        "op_speedup_channels_last": all(
+            r["speedup"] >= TARGETS["op_speedup_channels_last_min"] for r in cl
+        ),
+        "op_speedup_contiguous": all(
+            r["speedup"] >= TARGETS["op_speedup_contiguous_min"] for r in contiguous
+        ),
+        "rcca_flops_ratio": ours["flops_ratio"] <= TARGETS["rcca_flops_ratio_max"],
+        "rcca_bytes_reduction": ours["bytes_reduction"] >= TARGETS["rcca_bytes_reduction_min"],
+        "rcca_speedup": ours["speedup"] >= TARGETS["rcca_speedup_min"],
+    }
+
+
+def main(argv: list[str]) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    op_rows = bench_op(args)
+    print_table(
+        op_rows,
+        [
+            "size",
+            "layout",
+            "naive_ms",
+            "ours_ms",
+            "speedup",
+            "naive_mib",
+            "ours_mib",
+            "bytes_ratio",
+            "naive_extra_mib",
+            "ours_extra_mib",
+            "extra_bytes_ratio",
+            "naive_gflops",
+            "ours_gflops",
+            "max_abs_err",
+        ],
+        f"criss_cross_attention vs batched-matmul formulation, forward+backward, {args.device} "
+        f"{args.dtype}, q/k 1x{args.key_channels}xSxS, v 1x{args.channels}xSxS "
+        f"(*_extra_mib: kept beyond the inputs)",
+    )
+    rcca_rows = bench_rcca(args)
+    print_table(
+        rcca_rows,
+        [
+            "module",
+            "gflops",
+            "saved_mib",
+            "extra_mib",
+            "fwd_bwd_ms",
+            "flops_ratio",
+            "bytes_reduction",
+            "speedup",
+        ],
+        f"RCCA (R={args.recurrence}, shared weights) vs non-local block on "
+        f"1x{args.channels}x{args.rcca_size}x{args.rcca_size}, {args.device} {args.dtype}",
+    )
+    targets = check_targets(op_rows, rcca_rows)
+    print("\ntargets:", ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
+    payload = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "repeats": args.repeats,
+        "key_channels": args.key_channels,
+        "channels": args.channels,
+        "recurrence": args.recurrence,
+        "op": op_rows,
+        "rcca_vs_nonlocal": rcca_rows,
+        "targets": TARGETS,
+        "targets_met": targets,
+    }
+    write_json(args.out, "attention", payload)
+    return payload

@@ -1,0 +1,327 @@
+"""Criss-cross attention: the op against the formula, its gradients, layouts, dtypes, modules."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import warnings
+
+import pytest
+import torch
+
+from src.bench.common import saved_tensor_bytes
+from src.models.attention import (
+    CrissCrossAttention,
+    CrissCrossAttention3d,
+    NonLocalBlock,
+    criss_cross_attention,
+)
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _qkv(spatial, batch=2, key_channels=3, channels=4, dtype=torch.float64, grad=False):
+    gen = torch.Generator().manual_seed(sum(spatial) + batch)
+    shapes = [(batch, key_channels), (batch, key_channels), (batch, channels)]
+    return [
+        torch.randn(*s, *spatial, generator=gen, dtype=dtype).requires_grad_(grad) for s in shapes
+    ]
+
+
+def _cross(position, spatial):
+    """The criss-cross set of ``position``: every position sharing all but one coordinate."""
+    cross = set()
+    for axis, length in enumerate(spatial):
+        for i in range(length):
+            cross.add(position[:axis] + (i,) + position[axis + 1 :])
+    return sorted(cross)
+
+
+def _slow_cca(query, key, value):
+    """Per-position loop straight from the formula: softmax of q_u . k_i over u's cross."""
+    out = torch.zeros_like(value)
+    spatial = tuple(query.shape[2:])
+    for b in range(query.shape[0]):
+        for u in itertools.product(*[range(n) for n in spatial]):
+            cross = _cross(u, spatial)
+            energy = torch.stack(
+                [query[(b, slice(None), *u)] @ key[(b, slice(None), *i)] for i in cross]
+            )
+            weights = torch.softmax(energy, dim=0)
+            out[(b, slice(None), *u)] = sum(
+                w * value[(b, slice(None), *i)] for w, i in zip(weights, cross)
+            )
+    return out
+
+
+@pytest.mark.parametrize("spatial", [(5, 7), (3, 4, 5), (1, 4), (4, 1)])
+def test_op_matches_per_position_loop(spatial):
+    query, key, value = _qkv(spatial)
+    out = criss_cross_attention(query, key, value)
+    assert out.shape == value.shape and out.dtype == value.dtype
+    torch.testing.assert_close(out, _slow_cca(query, key, value), rtol=1e-12, atol=1e-12)
+
+
+def test_op_is_stable_for_large_energies():
+    query, key, value = _qkv((4, 6))
+    query = query * 200.0  # energies in the thousands: exp would overflow without a shift
+    out = criss_cross_attention(query, key, value)
+    torch.testing.assert_close(out, _slow_cca(query, key, value), rtol=1e-10, atol=1e-10)
+
+
+def test_cross_sizes_count_centre_once():
+    # With all energies equal, each position weighs its cross uniformly: 1 / (H+W-1) in 2D.
+    query = torch.zeros(1, 2, 5, 7, dtype=torch.float64)
+    value = torch.zeros(1, 1, 5, 7, dtype=torch.float64)
+    value[0, 0, 2, 3] = 1.0
+    out = criss_cross_attention(query, query, value)
+    assert out[0, 0, 2, 3].item() == pytest.approx(1 / (5 + 7 - 1))
+    query3 = torch.zeros(1, 2, 3, 4, 5, dtype=torch.float64)
+    value3 = torch.zeros(1, 1, 3, 4, 5, dtype=torch.float64)
+    value3[0, 0, 1, 2, 3] = 1.0
+    out3 = criss_cross_attention(query3, query3, value3)
+    assert out3[0, 0, 1, 2, 3].item() == pytest.approx(1 / (3 + 4 + 5 - 2))
+
+
+@pytest.mark.parametrize("spatial", [(3, 4), (2, 3, 4)])
+def test_gradcheck(spatial):
+    inputs = _qkv(spatial, key_channels=2, channels=3, grad=True)
+    assert torch.autograd.gradcheck(criss_cross_attention, inputs)
+
+
+@pytest.mark.parametrize("spatial", [(5, 7), (3, 4, 5)])
+def test_autograd_path_matches_no_grad_path(spatial):
+    inputs = _qkv(spatial, grad=True)
+    out = criss_cross_attention(*inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(out, criss_cross_attention(*inputs))
+
+
+def test_backward_keeps_only_inputs_and_log_sum_exp():
+    query, key, value = _qkv((6, 9), batch=2, dtype=torch.float32, grad=True)
+    kept = saved_tensor_bytes(lambda: criss_cross_attention(query, key, value))
+    inputs = sum(t.numel() * t.element_size() for t in (query, key, value))
+    assert kept == inputs + 2 * 6 * 9 * 4  # plus one fp32 log-sum-exp per position
+
+
+def _receptive_field(module, spatial, passes):
+    """Positions whose input changes the output at the centre position after ``passes``."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        module.gamma.fill_(1.0)
+    x = torch.randn(1, 8, *spatial, dtype=torch.float64, requires_grad=True)
+    out = x
+    for _ in range(passes):
+        out = module(out)
+    centre = tuple(n // 2 for n in spatial)
+    out[(0, slice(None), *centre)].sum().backward()
+    return x.grad.abs().sum(1)[0] > 0, centre
+
+
+def test_one_pass_reaches_the_cross_two_passes_everything():
+    module = CrissCrossAttention(8).double()
+    reached, (h, w) = _receptive_field(module, (5, 7), passes=1)
+    cross = torch.zeros(5, 7, dtype=torch.bool)
+    cross[h, :] = True
+    cross[:, w] = True
+    assert torch.equal(reached, cross)
+    reached, _ = _receptive_field(module, (5, 7), passes=2)
+    assert reached.all()
+
+
+def test_3d_passes_reach_lines_then_planes_then_everything():
+    module = CrissCrossAttention3d(8).double()
+    reached, (t, h, w) = _receptive_field(module, (3, 4, 5), passes=1)
+    lines = torch.zeros(3, 4, 5, dtype=torch.bool)
+    lines[:, h, w] = lines[t, :, w] = lines[t, h, :] = True
+    assert torch.equal(reached, lines)
+    reached, _ = _receptive_field(module, (3, 4, 5), passes=2)
+    planes = torch.zeros(3, 4, 5, dtype=torch.bool)
+    planes[t] = planes[:, h] = planes[:, :, w] = True
+    assert torch.equal(reached, planes)
+    reached, _ = _receptive_field(module, (3, 4, 5), passes=3)
+    assert reached.all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("spatial", [(6, 9), (3, 4, 5)])
+def test_half_precision_close_to_fp32(dtype, spatial):
+    inputs32 = _qkv(spatial, key_channels=8, channels=16, dtype=torch.float32)
+    inputs = [t.to(dtype).requires_grad_() for t in inputs32]
+    out = criss_cross_attention(*inputs)
+    assert out.dtype == dtype
+    ref = criss_cross_attention(*[t.to(dtype).float() for t in inputs32])
+    tol = 3e-2 if dtype == torch.bfloat16 else 5e-3
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+    out.float().square().sum().backward()
+    assert all(t.grad.dtype == dtype and torch.isfinite(t.grad).all() for t in inputs)
+
+
+@pytest.mark.parametrize("spatial", [(6, 9), (3, 4, 5)])
+def test_channels_last_equals_contiguous(spatial):
+    fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
+    inputs = _qkv(spatial, batch=3, dtype=torch.float32, grad=True)
+    inputs_cl = [t.detach().contiguous(memory_format=fmt).requires_grad_() for t in inputs]
+    out, out_cl = criss_cross_attention(*inputs), criss_cross_attention(*inputs_cl)
+    assert out.is_contiguous() and out_cl.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(out_cl, out)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_cl.backward(grad.contiguous(memory_format=fmt))
+    for a, b in zip(inputs, inputs_cl):
+        torch.testing.assert_close(b.grad, a.grad)
+
+
+def test_non_contiguous_views_work():
+    query, key, value = _qkv((7, 5), batch=2)
+    views = [t.transpose(2, 3) for t in (query, key, value)]  # (B, C, 5, 7), odd strides
+    expected = criss_cross_attention(*[v.contiguous() for v in views])
+    torch.testing.assert_close(criss_cross_attention(*views), expected)
+
+
+def test_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="4D or 5D"):
+        criss_cross_attention(*[torch.zeros(2, 3, 4)] * 3)
+    with pytest.raises(ValueError, match="mismatch"):
+        criss_cross_attention(
+            torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 4, 3)
+        )
+
+
+def test_module_shapes_and_identity_at_init():
+    x = torch.randn(2, 16, 5, 6)
+    cca = CrissCrossAttention(16)
+    assert cca.query.out_channels == cca.key.out_channels == 2
+    assert cca.value.out_channels == 16 and cca.gamma.item() == 0.0
+    torch.testing.assert_close(cca(x), x)  # gamma = 0: identity, as in the paper
+    assert CrissCrossAttention(4).query.out_channels == 1  # C/8, at least one channel
+    x3 = torch.randn(1, 16, 3, 4, 5)
+    assert CrissCrossAttention3d(16)(x3).shape == x3.shape
+    nl = NonLocalBlock(16)
+    assert nl.theta.out_channels == nl.phi.out_channels == nl.g.out_channels == 8
+    torch.testing.assert_close(nl(x), x)  # zero-initialised BN scale
+
+
+def test_non_local_matches_formula():
+    torch.manual_seed(0)
+    block = NonLocalBlock(6).double().eval()
+    with torch.no_grad():
+        block.norm.weight.fill_(1.0)
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    theta, phi, g = (conv(x).flatten(2) for conv in (block.theta, block.phi, block.g))
+    expected = torch.empty_like(g)
+    for b in range(2):
+        for i in range(12):  # softmax over all positions j of theta_i . phi_j, no scaling
+            weights = torch.softmax(theta[b, :, i] @ phi[b], dim=0)
+            expected[b, :, i] = g[b] @ weights
+    y = expected.view(2, 3, 3, 4)
+    torch.testing.assert_close(block(x), x + block.norm(block.out(y)))
+
+
+def _randomised(module):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.5)
+    return module.eval()
+
+
+@pytest.mark.parametrize(
+    "cls, shape",
+    [
+        (CrissCrossAttention, (2, 8, 5, 6)),
+        (CrissCrossAttention3d, (1, 8, 3, 4, 5)),
+        (NonLocalBlock, (2, 8, 5, 6)),
+    ],
+)
+def test_state_dict_round_trip(cls, shape):
+    module = _randomised(cls(8))
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = cls(8).eval()
+    x = torch.randn(*shape)
+    assert not torch.allclose(fresh(x), module(x))
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    torch.testing.assert_close(fresh(x), module(x))
+
+
+def _onnx_run(module, x, **export_kwargs):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (x,), buffer, input_names=["x"], output_names=["y"], **export_kwargs
+        )
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+
+
+def test_onnx_export_matches_onnxruntime():
+    pytest.importorskip("onnxscript")
+    module = _randomised(CrissCrossAttention(8))
+    x = torch.randn(2, 8, 5, 7)
+    with torch.no_grad():
+        expected = module(x)
+    torch.testing.assert_close(_onnx_run(module, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_export_3d_torchscript_exporter():
+    module = _randomised(CrissCrossAttention3d(8))
+    x = torch.randn(1, 8, 3, 4, 5)
+    with torch.no_grad():
+        expected = module(x)
+    got = _onnx_run(module, x, dynamo=False)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("spatial", [(6, 9), (3, 4, 5)])
+def test_cuda_matches_cpu(spatial):
+    inputs = _qkv(spatial, dtype=torch.float32, grad=True)
+    inputs_gpu = [t.detach().cuda().requires_grad_() for t in inputs]
+    out, out_gpu = criss_cross_attention(*inputs), criss_cross_attention(*inputs_gpu)
+    assert out_gpu.device.type == "cuda"
+    torch.testing.assert_close(out_gpu.cpu(), out, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_gpu.backward(grad.cuda())
+    for a, b in zip(inputs, inputs_gpu):
+        torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-3, atol=1e-4)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision(dtype):
+    inputs = _qkv((17, 23), key_channels=8, channels=16, dtype=torch.float32)
+    ref = criss_cross_attention(*inputs)
+    out = criss_cross_attention(*[t.cuda().to(dtype).requires_grad_() for t in inputs])
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float().cpu(), ref, rtol=3e-2, atol=3e-2)
+    out.float().sum().backward()
+
+
+def test_benchmark_quick_writes_positive_fields(tmp_path, capsys):
+    from src.bench.attention import main
+
+    payload = main(["--quick", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "attention.json").read_text())
+    assert saved["op"] == payload["op"] and len(saved["op"]) == 2 * 2  # 2 sizes x 2 layouts
+    for row in saved["op"]:
+        for field in ("naive_ms", "ours_ms", "speedup", "naive_mib", "ours_mib", "bytes_ratio"):
+            assert row[field] > 0, field
+        assert row["naive_gflops"] == pytest.approx(row["ours_gflops"])
+        assert row["max_abs_err"] < 1e-4
+    assert {r["layout"] for r in saved["op"]} == {"contiguous", "channels_last"}
+    rcca, nonlocal_row = saved["rcca_vs_nonlocal"]
+    for field in ("gflops", "saved_mib", "fwd_bwd_ms"):
+        assert rcca[field] > 0 and nonlocal_row[field] > 0
+    for field in ("flops_ratio", "bytes_reduction", "speedup"):
+        assert rcca[field] > 0
+    assert set(saved["targets_met"]) >= {"op_bytes_ratio", "rcca_flops_ratio", "rcca_speedup"}
+    assert "naive_ms" in capsys.readouterr().out
