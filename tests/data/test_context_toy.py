@@ -1,0 +1,152 @@
+"""The long-range-context toy: determinism, splits, geometry and the key → label rule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from src.data.base import IGNORE_INDEX
+from src.data.context_toy import KEY_COLOURS, ContextToyDataset, draw
+from src.data.transforms import eval_transform
+
+DATA_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "data" / "context_toy.yaml"
+
+
+def small(split: str = "train", **kwargs) -> ContextToyDataset:
+    return ContextToyDataset(split=split, num_samples=16, **kwargs)
+
+
+def test_class_attributes() -> None:
+    assert ContextToyDataset.num_classes == 1 + len(KEY_COLOURS) == 5
+    assert ContextToyDataset.class_names[0] == "background"
+    assert len(ContextToyDataset.class_names) == ContextToyDataset.num_classes
+    assert len(set(ContextToyDataset.class_names)) == ContextToyDataset.num_classes
+    palette = np.asarray(ContextToyDataset.palette)
+    assert palette.shape == (ContextToyDataset.num_classes, 3)
+    assert palette.min() >= 0 and palette.max() <= 255
+    assert len({tuple(c) for c in ContextToyDataset.palette}) == ContextToyDataset.num_classes
+    assert ContextToyDataset.flip_pairs == []
+    assert small().num_classes == 5
+
+
+def test_sample_shapes_and_dtypes() -> None:
+    dataset = small(image_size=(128, 160))
+    sample = dataset[3]
+    assert sample["image"].dtype == torch.float32 and sample["image"].shape == (3, 128, 160)
+    assert sample["mask"].dtype == torch.int64 and sample["mask"].shape == (128, 160)
+    assert sample["name"] == "context_toy_train_00003"
+    labels = set(sample["mask"].unique().tolist())
+    assert labels <= {0, 1, 2, 3, 4, IGNORE_INDEX} and IGNORE_INDEX in labels
+    normalised = small(image_size=(128, 160), transform=eval_transform())[3]["image"]
+    assert normalised.shape == (3, 128, 160) and normalised.min() < 0
+    with pytest.raises(IndexError):
+        dataset[16]
+
+
+def test_deterministic_by_seed() -> None:
+    a, b, other = small(seed=7), small(seed=7), small(seed=8)
+    for index in (0, 5):
+        assert torch.equal(a[index]["image"], b[index]["image"])
+        assert torch.equal(a[index]["mask"], b[index]["mask"])
+    assert not torch.equal(a[0]["image"], other[0]["image"])
+
+
+def test_splits_differ() -> None:
+    train, val = small("train"), small("val")
+    assert all(not torch.equal(train[i]["image"], val[i]["image"]) for i in range(4))
+    assert train[0]["name"] != val[0]["name"]
+    sized = ContextToyDataset(split="val", num_samples={"train": 40, "val": 6})
+    assert len(sized) == 6
+    with pytest.raises(ValueError, match="split 'test'"):
+        ContextToyDataset(split="test", num_samples={"train": 40, "val": 6})
+
+
+def test_every_shape_takes_the_key_class() -> None:
+    dataset = small()
+    for index in range(len(dataset)):
+        layout = dataset.layout(index)
+        _, mask = dataset.render(layout)
+        key = layout.key
+        assert (mask[key.top : key.bottom, key.left : key.right] == IGNORE_INDEX).all()
+        assert set(np.unique(mask).tolist()) == {0, layout.key_class, IGNORE_INDEX}
+
+
+def test_changing_only_the_key_changes_the_labels() -> None:
+    dataset = small()
+    layout = dataset.layout(2)
+    image, mask = dataset.render(layout)
+    key = layout.key
+    outside = np.ones(mask.shape, dtype=bool)
+    outside[key.top : key.bottom, key.left : key.right] = False
+    shapes = (mask != 0) & outside
+    for key_class in range(1, dataset.num_classes):
+        if key_class == layout.key_class:
+            continue
+        new_image, new_mask = dataset.render(replace(layout, key_class=key_class))
+        assert np.array_equal(new_image[outside], image[outside])  # only the key's pixels…
+        assert not np.array_equal(new_image[~outside], image[~outside])  # …change colour
+        assert (new_mask[shapes] == key_class).all() and (mask[shapes] == layout.key_class).all()
+        assert np.array_equal(new_mask[~shapes], mask[~shapes])
+
+
+def test_geometry_far_key_and_bands() -> None:
+    dataset = ContextToyDataset(num_samples=200, min_gap=32, band_margin=8)
+    aligned = []
+    for index in range(len(dataset)):
+        layout = dataset.layout(index)
+        assert 2 <= len(layout.shapes) <= 3
+        for shape in layout.shapes:
+            assert shape.box.gap(layout.key) >= 32
+            in_band = shape.box.rows_overlap(layout.key) or shape.box.cols_overlap(layout.key)
+            near_band = shape.box.rows_overlap(layout.key, 8) or shape.box.cols_overlap(
+                layout.key, 8
+            )
+            assert in_band if shape.aligned else not near_band
+            aligned.append(shape.aligned)
+        boxes = [s.box for s in layout.shapes]
+        assert all(a.gap(b) >= 4 for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert 0.4 < np.mean(aligned) < 0.6
+
+
+def test_aligned_fraction_extremes() -> None:
+    for fraction in (0.0, 1.0):
+        dataset = small(aligned_fraction=fraction)
+        shapes = [s for i in range(len(dataset)) for s in dataset.layout(i).shapes]
+        assert all(s.aligned == bool(fraction) for s in shapes)
+
+
+def test_draw_fills_inside_its_box() -> None:
+    dataset = small()
+    for shape in dataset.layout(0).shapes:
+        canvas = np.zeros(dataset.image_size, dtype=np.uint8)
+        draw(canvas, shape)
+        box = shape.box
+        assert canvas.sum() == canvas[box.top : box.bottom, box.left : box.right].sum() > 0
+
+
+def test_impossible_geometry_fails_early() -> None:
+    with pytest.raises(ValueError, match="no room|could not place"):
+        ContextToyDataset(image_size=(48, 48), min_gap=40)
+
+
+def test_data_config_keeps_the_whole_image() -> None:
+    """conf/data/context_toy.yaml: training batches are whole images, no crop or rescale
+    (the key must stay in the picture), and only the key is ignored."""
+    config = OmegaConf.create({"seed": 7, "data": OmegaConf.load(DATA_CONFIG)})
+    config.data.dataset.num_samples = {"train": 8, "val": 2, "test": 2}
+    config.data.batch_size = 4
+    datamodule = instantiate(config.data)
+    datamodule.setup("fit")
+    assert datamodule.num_classes == 5
+    size = tuple(datamodule.info_dataset.image_size)
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape == (4, 3, *size) and batch["mask"].shape == (4, *size)
+    ignored = (batch["mask"] == IGNORE_INDEX).sum(dim=(1, 2))
+    key_area = datamodule.info_dataset.key_size**2
+    assert (ignored == key_area).all()
