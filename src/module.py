@@ -17,8 +17,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassJaccardIndex
 
@@ -36,7 +39,8 @@ class PolyDecay:
     """The poly schedule's lr factor ``(1 - step / total_steps) ** power`` (0 at the end).
 
     A callable object rather than a lambda, so ``LambdaLR.state_dict`` saves it and a resumed
-    run continues the same curve.
+    run continues the same curve (``SegmentationModule`` re-aims it at the trainer's current
+    ``max_steps`` when training starts, so a resume with a longer run does not stall at 0).
     """
 
     def __init__(self, total_steps: int, power: float = 0.9) -> None:
@@ -181,9 +185,29 @@ class SegmentationModule(pl.LightningModule):
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._evaluate(batch, self.test_iou, "test")
 
+    def on_train_start(self) -> None:
+        """End the poly curve at this trainer's last step, also when resuming a run that had
+        a shorter ``max_steps`` (its restored schedule would otherwise sit at lr 0)."""
+        total = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if not isinstance(scheduler, LambdaLR):
+                continue
+            groups = scheduler.optimizer.param_groups
+            for group, base_lr, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                if isinstance(factor, PolyDecay):
+                    factor.total_steps = total
+                    group["lr"] = base_lr * factor(scheduler.last_epoch)
+
+    def on_validation_start(self) -> None:
+        warn_if_padded(self.trainer.val_dataloaders, "val")
+
+    def on_test_start(self) -> None:
+        warn_if_padded(self.trainer.test_dataloaders, "test")
+
     def on_validation_epoch_end(self) -> None:
         miou = self._log_iou(self.val_iou, "val")
-        if not self.trainer.sanity_checking:
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
             self.val_miou_best.update(miou)
             self.log("val/mIoU_best", self.val_miou_best.compute(), sync_dist=True)
 
@@ -259,6 +283,32 @@ class SegmentationModule(pl.LightningModule):
             values = per_class.tolist()
             self.per_class_iou[stage] = dict(zip(self.hparams.class_names, values))
         return miou
+
+
+def warn_if_padded(loaders: DataLoader | Sequence[DataLoader] | None, stage: str) -> bool:
+    """Warn (and return True) when a DistributedSampler pads the split with repeated samples.
+
+    DistributedSampler makes every rank see the same number of samples by repeating the first
+    ones; repeated images would count twice in the confusion matrix, so the mIoU of a
+    multi-process run would differ from a single-process one. A split whose size divides by
+    the number of processes is not padded.
+    """
+    if loaders is None:
+        return False
+    padded = False
+    for loader in loaders if isinstance(loaders, Sequence) else [loaders]:
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            size = len(sampler.dataset)
+            if sampler.total_size > size:
+                rank_zero_warn(
+                    f"{stage}: DistributedSampler pads {size} samples to {sampler.total_size} "
+                    f"over {sampler.num_replicas} processes; {sampler.total_size - size} "
+                    "images count twice in the IoU. Use a split size divisible by the number "
+                    "of processes for exact multi-process metrics."
+                )
+                padded = True
+    return padded
 
 
 def _nanmean(values: Tensor) -> Tensor:

@@ -73,9 +73,13 @@ def _test_checkpoint(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
 
 
 def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
-    """The metric a sweeper optimises (``optimized_metric``); NaN when it was never finite."""
+    """The metric a sweeper optimises (``optimized_metric``); NaN when it was never finite.
+
+    A training run that never logged it is an error (a sweep would optimise nothing); a
+    test-only run (``train=false``) returns None.
+    """
     name = cfg.get("optimized_metric")
-    if not name:
+    if not name or (name not in results["metrics"] and not cfg.get("train")):
         return None
     if name not in results["metrics"]:
         raise KeyError(

@@ -77,16 +77,21 @@ def hydra_job_info() -> dict[str, Any]:
 
 
 def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
-    """The best and last checkpoint files of the trainer's ModelCheckpoint (None if absent).
+    """The best checkpoint (of the first callback with a ``monitor``) and the latest one (of
+    a callback without: ``last.ckpt``); None where there is none.
 
-    Read them right after ``fit``: testing from a checkpoint restores the callback's state
+    Read them right after ``fit``: testing from a checkpoint restores the callbacks' state
     as it was when that checkpoint was written.
     """
-    checkpoint = trainer.checkpoint_callback
-    return {
-        "best_model_path": getattr(checkpoint, "best_model_path", None) or None,
-        "last_model_path": getattr(checkpoint, "last_model_path", None) or None,
-    }
+    best = last = None
+    for callback in trainer.checkpoint_callbacks:
+        path = getattr(callback, "best_model_path", "") or None
+        if getattr(callback, "monitor", None) is None:
+            last = last or path
+        else:
+            best = best or path
+        last = last or getattr(callback, "last_model_path", "") or None
+    return {"best_model_path": best, "last_model_path": last}
 
 
 def collect_results(

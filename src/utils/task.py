@@ -27,7 +27,10 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
         try:
             return task(cfg)
         except Exception:
-            log.exception("%s failed; its output is in %s", cfg.task_name, cfg.paths.output_dir)
+            output_dir = OmegaConf.select(
+                cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False
+            )
+            log.exception("%s failed; its output is in %s", cfg.get("task_name"), output_dir)
             raise
         finally:
             finish_wandb()
