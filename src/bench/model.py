@@ -9,6 +9,7 @@ baseline. The paper (769x769, ResNet-101): RCCA R=2 +16.5 GFLOPs / +127 MB, non-
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 from typing import Any
 
 import torch
@@ -47,38 +48,78 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="small smoke run: defaults to resnet18d at 129 px"
     )
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure each contender in a fresh process, so the CPU allocator's leftovers of "
+        "one do not add to the next one's peak (default: on, off with --quick)",
+    )
     args = parser.parse_args(argv)
     default_backbone, default_size = ("resnet18d", 129) if args.quick else ("resnet101c", 769)
     args.backbone = args.backbone or default_backbone
     args.size = args.size or default_size
+    if args.isolate is None:
+        args.isolate = not args.quick
     return args
 
 
-def measure(model: CCNet, images: torch.Tensor) -> dict[str, float]:
-    """Parameters, forward GFLOPs and MiB kept for backward of one model in training mode."""
-    model.train()
+def build(args: argparse.Namespace, name: str) -> CCNet:
+    """The contender ``name`` with a fixed seed, in training mode, on ``args.device``."""
+    torch.manual_seed(0)
+    model = CCNet(
+        args.num_classes,
+        backbone=args.backbone,
+        channels=args.channels,
+        aux=True,
+        **CONTENDERS[name],
+    )
+    return model.to(args.device).train()
+
+
+def measure(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Parameters, forward GFLOPs and MiB kept for backward of one contender (batch 1)."""
+    model = build(args, name)
+    torch.manual_seed(1)
+    images = torch.randn(1, 3, args.size, args.size, device=args.device)
     params = sum(p.numel() for p in model.parameters())
     flops = forward_flops(lambda: model(images))
     saved = saved_tensor_bytes(lambda: model(images))
-    return {"params": params, "gflops": flops / 1e9, "saved_mib": saved / MIB}
+    return {"model": name, "params": params, "gflops": flops / 1e9, "saved_mib": saved / MIB}
+
+
+def measure_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Measure every contender, each in its own spawned process when ``args.isolate``."""
+    if not args.isolate:
+        return [measure(args, name) for name in CONTENDERS]
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        for name in CONTENDERS:
+            rows.append(pool.apply(measure, (args, name)))
+            print(f"measured {name}", flush=True)
+    return rows
+
+
+def time_contenders(args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds of one forward + backward per contender, run in alternation."""
+    images = torch.randn(1, 3, args.size, args.size, device=args.device)
+
+    def step(model: CCNet):
+        def run() -> None:
+            sum(o.float().sum() for o in model(images).values()).backward()
+
+        return run
+
+    models = {name: build(args, name) for name in CONTENDERS}
+    return time_alternating(
+        {k: step(m) for k, m in models.items()}, args.repeats, args.warmup, args.device
+    )
 
 
 def main(argv: list[str]) -> dict:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    images = torch.randn(1, 3, args.size, args.size, device=device)
-    rows, models = [], {}
-    for name, kwargs in CONTENDERS.items():
-        torch.manual_seed(0)
-        model = CCNet(
-            args.num_classes, backbone=args.backbone, channels=args.channels, aux=True, **kwargs
-        ).to(device)
-        rows.append({"model": name, **measure(model, images)})
-        if args.time:
-            models[name] = model
-        else:
-            del model
-
+    rows = measure_all(args)
     base = rows[0]
     for row in rows:
         row["params_M"] = row["params"] / 1e6
@@ -88,16 +129,7 @@ def main(argv: list[str]) -> dict:
 
     columns = ["model", "params_M", "d_params", "gflops", "d_gflops", "saved_mib", "d_saved_mib"]
     if args.time:
-
-        def step(model: CCNet):
-            def run() -> None:
-                sum(o.float().sum() for o in model(images).values()).backward()
-
-            return run
-
-        seconds = time_alternating(
-            {k: step(m) for k, m in models.items()}, args.repeats, args.warmup, args.device
-        )
+        seconds = time_contenders(args)
         for row in rows:
             row["fwd_bwd_s"] = seconds[row["model"]]
         columns.append("fwd_bwd_s")
@@ -118,7 +150,7 @@ def main(argv: list[str]) -> dict:
         "size": args.size,
         "num_classes": args.num_classes,
         "channels": args.channels,
-        "device": str(device),
+        "device": args.device,
         "rows": rows,
         "paper_increments": PAPER_INCREMENTS,
     }
