@@ -11,6 +11,8 @@ from safetensors.torch import save_file
 
 from src.models.backbone import create_backbone
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 SMALL = "resnet10t"
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from src.bench.model import CONTENDERS, main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_quick_model_benchmark_writes_consistent_json(tmp_path):

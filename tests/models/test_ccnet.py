@@ -11,6 +11,8 @@ from torch import nn
 from src.losses import CCNetLoss
 from src.models.ccnet import CCNet
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 BACKBONE, K = "resnet10t", 5
 SMALL = dict(backbone=BACKBONE, channels=32, aux_channels=16)
 

@@ -9,6 +9,8 @@ from torch import nn
 from src.models.attention import CrissCrossAttention, NonLocalBlock
 from src.models.heads import FCNHead, NonLocalHead, RCCAHead
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 IN, CH, K = 48, 32, 5
 
 
