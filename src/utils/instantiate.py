@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
@@ -40,18 +42,34 @@ def instantiate_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> p
     """The ``module:`` LightningModule around ``model:`` and ``loss:``, sized by the data.
 
     The number of classes, class names, ignore label and flip pairs come from the data module,
-    so a model config never repeats (and never contradicts) what the dataset knows.
+    so a model config never repeats (and never contradicts) what the dataset knows. Only the
+    facts the module's constructor takes are passed (a detector's module has no ignore label
+    or flip pairs); ``loss: null`` builds no criterion, for nets that compute their own losses.
     """
-    if cfg.loss.get("ccl") and not cfg.model.get("embed_dim"):
+    loss = cfg.get("loss")
+    if loss and loss.get("ccl") and not cfg.model.get("embed_dim"):
         raise ValueError("loss.ccl=true needs an embedding: set model.embed_dim (e.g. 16)")
-    net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
-    criterion = hydra.utils.instantiate(cfg.loss, ignore_index=datamodule.ignore_index)
-    return hydra.utils.instantiate(
-        cfg.module,
-        net=net,
-        criterion=criterion,
-        num_classes=datamodule.num_classes,
-        class_names=list(datamodule.class_names),
-        ignore_index=datamodule.ignore_index,
-        flip_pairs=[list(pair) for pair in datamodule.flip_pairs],
-    )
+    accepted = _constructor_arguments(cfg.module)
+    if loss and accepted is not None and "criterion" not in accepted:
+        raise ValueError(f"{cfg.module._target_} takes no criterion: set loss=null")
+    facts = {
+        "num_classes": lambda: datamodule.num_classes,
+        "class_names": lambda: list(datamodule.class_names),
+        "ignore_index": lambda: datamodule.ignore_index,
+        "flip_pairs": lambda: [list(pair) for pair in datamodule.flip_pairs],
+    }
+    kwargs = {
+        "net": hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes),
+        **{key: fact() for key, fact in facts.items() if accepted is None or key in accepted},
+    }
+    if loss:
+        kwargs["criterion"] = hydra.utils.instantiate(loss, ignore_index=datamodule.ignore_index)
+    return hydra.utils.instantiate(cfg.module, **kwargs)
+
+
+def _constructor_arguments(node: DictConfig) -> set[str] | None:
+    """The keyword names the ``_target_`` class of ``node`` accepts (None: any, via kwargs)."""
+    parameters = inspect.signature(hydra.utils.get_class(node._target_)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
