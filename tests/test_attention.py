@@ -16,9 +16,19 @@ from src.models.attention import (
     CrissCrossAttention3d,
     NonLocalBlock,
     criss_cross_attention,
+    criss_cross_residual,
 )
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine each parallel op waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _qkv(spatial, batch=2, key_channels=3, channels=4, dtype=torch.float64, grad=False):
@@ -103,6 +113,29 @@ def test_backward_keeps_only_inputs_and_log_sum_exp():
     kept = saved_tensor_bytes(lambda: criss_cross_attention(query, key, value))
     inputs = sum(t.numel() * t.element_size() for t in (query, key, value))
     assert kept == inputs + 2 * 6 * 9 * 4  # plus one fp32 log-sum-exp per position
+
+
+@pytest.mark.parametrize("spatial", [(3, 4), (2, 3, 4)])
+def test_residual_form_matches_and_gradchecks(spatial):
+    query, key, value = _qkv(spatial, key_channels=2, channels=3, grad=True)
+    x = torch.randn_like(value).requires_grad_()
+    gamma = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    out = criss_cross_residual(query, key, value, gamma, x)
+    torch.testing.assert_close(out, x + gamma * criss_cross_attention(query, key, value))
+    assert torch.autograd.gradcheck(criss_cross_residual, (query, key, value, gamma, x))
+
+
+def test_module_keeps_projections_not_its_output():
+    # Saved: x (shared by the three convs), the conv weights, q, k, v, the log-sum-exp and
+    # gamma; no copy of the attention output (gamma's gradient is fused into the op).
+    module = CrissCrossAttention(16)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 16, 6, 9).contiguous(memory_format=fmt).requires_grad_()
+        weights = sum(c.weight.numel() for c in (module.query, module.key, module.value))
+        projections = 2 * 6 * 9 * (2 + 2 + 16)
+        expected = 4 * (x.numel() + weights + projections + 2 * 6 * 9 + 1)
+        assert saved_tensor_bytes(lambda x=x: module(x)) == expected
+        assert module(x).is_contiguous(memory_format=fmt)
 
 
 def _receptive_field(module, spatial, passes):

@@ -80,10 +80,10 @@ def _channels_last(x: Tensor) -> Tensor:
     return x.movedim(1, x.dim() - 1).contiguous()
 
 
-def _restore_layout(y: Tensor, like: Tensor) -> Tensor:
-    """(B, *S, C) -> (B, C, *S) in the memory format of ``like`` (channels-last or not)."""
+def _restore_layout(y: Tensor, channels_last: bool) -> Tensor:
+    """(B, *S, C) -> (B, C, *S), channels-last or made contiguous."""
     y = y.movedim(y.dim() - 1, 1)
-    return y if _is_channels_last(like) else y.contiguous()
+    return y if channels_last else y.contiguous()
 
 
 def _is_channels_last(x: Tensor) -> bool:
@@ -124,88 +124,150 @@ def _drop_centre(probs: Tensor) -> Tensor:
     return probs.masked_fill_(_eye_mask(n, probs.device), 0.0)
 
 
-def _accumulate_lines(parts: list[Tensor]) -> Tensor:
+def _active_axes(x: Tensor) -> list[int]:
+    """Spatial axes of channels-last x whose lines are attended, the last axis last.
+
+    The centre is counted in the last axis's lines; a length-1 line of another axis would
+    hold nothing but the centre, so that axis is skipped.
+    """
+    last = x.dim() - 3
+    return [a for a in range(last) if x.shape[1 + a] > 1] + [last]
+
+
+def _accumulate_lines(axes: list[int], parts: list[Tensor]) -> Tensor:
     """Sum per-axis line tensors (B, S without axis, L, C) into one (B, *S, C) tensor."""
-    last = len(parts) - 1
-    total = parts[last]
-    for axis in range(last):
-        total = total.add_(_from_lines(parts[axis], axis))
+    total = parts[-1]  # the last axis's lines are already laid out as (B, *S, C)
+    for axis, part in zip(axes[:-1], parts[:-1]):
+        total = total.add_(_from_lines(part, axis))
     return total
 
 
 # ----------------------------------------------------------------------------- the op
 
 
+def _line_log_softmax(q: Tensor, k: Tensor, axis: int, drop_centre: bool) -> tuple[Tensor, Tensor]:
+    """Log-softmax over each line along ``axis`` and the line's log-sum-exp (per position).
+
+    The log-sum-exp is read back as energy - log-softmax at an entry that is never masked
+    (the first one, or the one after the centre when the centre is dropped).
+    """
+    energy = _line_energies(q, k, axis)
+    if not drop_centre:
+        log_p = torch.log_softmax(energy, dim=-1)
+        return log_p, energy[..., 0] - log_p[..., 0]
+    n = energy.shape[-1]
+    energy = energy.masked_fill_(_eye_mask(n, energy.device), float("-inf"))
+    log_p = torch.log_softmax(energy, dim=-1)
+    after = (torch.arange(n, device=energy.device) + 1) % n
+    index = after.view(n, 1).expand(*energy.shape[:-1], 1)
+    return log_p, (energy.gather(-1, index) - log_p.gather(-1, index)).squeeze(-1)
+
+
 def _criss_cross_forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     """Output (B, *S, C) and per-position log-sum-exp (B, *S) from channels-last q, k, v.
 
-    The centre is kept in the last axis's line and zeroed in the others, so it counts once.
+    Each axis's lines get their own log-softmax; the joint softmax rescales each part by
+    exp(lse_part - lse) instead of concatenating the energies.
     """
-    ndim = q.dim() - 2
-    energies = [_line_energies(q, k, axis) for axis in range(ndim)]
-    peak = torch.stack([_per_position(e.amax(-1), a) for a, e in enumerate(energies)]).amax(0)
-    total = torch.zeros_like(peak)
-    for axis, energy in enumerate(energies):
-        energy.sub_(_per_line(peak, axis)).exp_()  # now unnormalised probabilities
-        if axis < ndim - 1:
-            _drop_centre(energy)
-        total = total + _per_position(energy.sum(-1), axis)
-    inv_total = total.reciprocal()
-    parts = []
-    for axis, probs in enumerate(energies):
-        probs = probs.mul_(_per_line(inv_total, axis)).to(v.dtype)
-        parts.append(_line_matmul(probs, _lines(v, axis)))
-    return _accumulate_lines(parts), peak + total.log()
+    axes = _active_axes(q)
+    parts = {a: _line_log_softmax(q, k, a, drop_centre=a != axes[-1]) for a in axes}
+    part_lse = {a: _per_position(lse, a) for a, (_, lse) in parts.items()}
+    lse = torch.logsumexp(torch.stack(list(part_lse.values())), dim=0)
+    outputs = []
+    for axis, (log_p, _) in parts.items():
+        probs = log_p.add_(_per_line(part_lse[axis] - lse, axis)).exp_().to(v.dtype)
+        outputs.append(_line_matmul(probs, _lines(v, axis)))
+    return _accumulate_lines(axes, outputs), lse
 
 
 def _criss_cross_backward(
-    q: Tensor, k: Tensor, v: Tensor, lse: Tensor, grad: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients for q, k, v (all channels-last) from the output gradient, recomputing A."""
-    ndim = q.dim() - 2
-    probs, grad_probs, grad_v = [], [], []
-    dot = torch.zeros_like(lse)  # sum_i A_ui dA_ui = grad_u . out_u
-    for axis in range(ndim):
+    q: Tensor, k: Tensor, v: Tensor, lse: Tensor, grad: Tensor, gamma: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Gradients for channels-last q, k, v (and gamma) from the output gradient.
+
+    The probabilities are recomputed from q, k and the log-sum-exp. With ``gamma`` the output
+    was ``x + gamma * CCA``: q, k, v gradients scale by gamma and gamma's gradient is
+    sum_u grad_u . CCA_u, which the softmax backward computes anyway (``dot`` below).
+    """
+    axes = _active_axes(q)
+    probs, grad_probs = [], []
+    dot = torch.zeros_like(lse)  # sum_i A_ui dA_ui = grad_u . CCA_u
+    for axis in axes:
         p = _line_energies(q, k, axis).sub_(_per_line(lse, axis)).exp_()
-        if axis < ndim - 1:
+        if axis != axes[-1]:
             _drop_centre(p)
-        g_lines = _lines(grad, axis)
-        dp = _line_matmul(g_lines, _lines(v, axis).transpose(-1, -2)).to(p.dtype).mul_(p)
+        dp = _line_matmul(_lines(grad, axis), _lines(v, axis).transpose(-1, -2))
+        dp = dp.to(p.dtype).mul_(p)
         dot = dot + _per_position(dp.sum(-1), axis)
-        grad_v.append(_line_matmul(p.to(v.dtype).transpose(-1, -2), g_lines))
         probs.append(p)
         grad_probs.append(dp)
-    grad_q, grad_k = [], []
-    for axis, (p, dp) in enumerate(zip(probs, grad_probs)):
+    grad_q, grad_k, grad_v = [], [], []
+    for axis, p, dp in zip(axes, probs, grad_probs):
         de = dp.addcmul_(p, _per_line(dot, axis), value=-1.0).to(q.dtype)
         grad_q.append(_line_matmul(de, _lines(k, axis)))
         grad_k.append(_line_matmul(de.transpose(-1, -2), _lines(q, axis)))
-    return _accumulate_lines(grad_q), _accumulate_lines(grad_k), _accumulate_lines(grad_v)
+        if gamma is not None:
+            p = p.mul_(gamma.to(p.dtype))
+        grad_v.append(_line_matmul(p.to(v.dtype).transpose(-1, -2), _lines(grad, axis)))
+    dq, dk, dv = (_accumulate_lines(axes, g) for g in (grad_q, grad_k, grad_v))
+    if gamma is None:
+        return dq, dk, dv, None
+    scale = gamma.to(dq.dtype)
+    return dq.mul_(scale), dk.mul_(scale), dv, dot.sum().reshape(gamma.shape).to(gamma.dtype)
 
 
 class _CrissCrossFunction(torch.autograd.Function):
-    """Autograd wrapper that keeps only q, k, v and the log-sum-exp for backward."""
+    """Autograd for CCA(q, k, v), or x + gamma * CCA(q, k, v) when gamma and x are given.
+
+    Backward needs q, k, v and the per-position log-sum-exp only. The plain op keeps its
+    inputs as given (they belong to the caller); the residual form, used by the modules on
+    their own projections, keeps the channels-last copies it computed with (the originals
+    are freed, so this costs no memory and spares backward the layout copies).
+    """
 
     @staticmethod
-    def forward(ctx, query: Tensor, key: Tensor, value: Tensor) -> Tensor:  # noqa: D102
-        out, lse = _criss_cross_forward(
-            _channels_last(query), _channels_last(key), _channels_last(value)
-        )
-        ctx.save_for_backward(query, key, value, lse)
-        return _restore_layout(out, value)
+    def forward(
+        ctx, query: Tensor, key: Tensor, value: Tensor, gamma: Tensor | None, x: Tensor | None
+    ) -> Tensor:  # noqa: D102
+        inputs = (query, key, value)
+        lines = [_channels_last(t) for t in inputs]
+        out, lse = _criss_cross_forward(*lines)
+        ctx.channels_last = [_is_channels_last(t) for t in inputs]
+        ctx.residual = x is not None
+        if x is None:
+            ctx.save_for_backward(*inputs, lse)
+            return _restore_layout(out, ctx.channels_last[2])
+        ctx.save_for_backward(*lines, lse, gamma)
+        return torch.addcmul(x, out.movedim(out.dim() - 1, 1), gamma)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # noqa: D102
-        query, key, value, lse = ctx.saved_tensors
-        grads = _criss_cross_backward(
-            _channels_last(query),
-            _channels_last(key),
-            _channels_last(value),
-            lse,
-            _channels_last(grad),
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
+        if ctx.residual:
+            *lines, lse, gamma = ctx.saved_tensors
+        else:
+            *inputs, lse = ctx.saved_tensors
+            lines, gamma = [_channels_last(t) for t in inputs], None
+        *grads, grad_gamma = _criss_cross_backward(*lines, lse, _channels_last(grad), gamma)
+        grads = [_restore_layout(g, cl) for g, cl in zip(grads, ctx.channels_last)]
+        return (*grads, grad_gamma, grad if ctx.residual else None)
+
+
+def _check_shapes(query: Tensor, key: Tensor, value: Tensor) -> None:
+    """Raise on inputs the op cannot take (wrong rank or mismatched sizes)."""
+    if query.dim() not in (4, 5):
+        raise ValueError(f"expected a 4D or 5D query, got shape {tuple(query.shape)}")
+    if query.shape != key.shape or query.shape[2:] != value.shape[2:]:
+        raise ValueError(
+            f"shape mismatch: query {tuple(query.shape)}, key {tuple(key.shape)}, "
+            f"value {tuple(value.shape)}"
         )
-        return tuple(_restore_layout(g, x) for g, x in zip(grads, (query, key, value)))
+
+
+def _use_function(*tensors: Tensor) -> bool:
+    """Whether to run the hand-written autograd (a gradient is needed and nothing traces)."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return needs_grad and not _exporting()
 
 
 def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
@@ -215,18 +277,24 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     in value's memory format. No scaling; one softmax (accumulated in fp32) over the whole
     set, in which the centre appears once: H+W-1 positions in 2D, T+H+W-2 in 3D.
     """
-    if query.dim() not in (4, 5):
-        raise ValueError(f"expected a 4D or 5D query, got shape {tuple(query.shape)}")
-    if query.shape != key.shape or query.shape[2:] != value.shape[2:]:
-        raise ValueError(
-            f"shape mismatch: query {tuple(query.shape)}, key {tuple(key.shape)}, "
-            f"value {tuple(value.shape)}"
-        )
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if needs_grad and not _exporting():
-        return _CrissCrossFunction.apply(query, key, value)
+    _check_shapes(query, key, value)
+    if _use_function(query, key, value):
+        return _CrissCrossFunction.apply(query, key, value, None, None)
     out, _ = _criss_cross_forward(_channels_last(query), _channels_last(key), _channels_last(value))
-    return _restore_layout(out, value)
+    return _restore_layout(out, _is_channels_last(value))
+
+
+def criss_cross_residual(
+    query: Tensor, key: Tensor, value: Tensor, gamma: Tensor, x: Tensor
+) -> Tensor:
+    """``x + gamma * criss_cross_attention(query, key, value)`` in x's memory format.
+
+    One fused autograd step: it keeps no copy of the attention output for gamma's gradient.
+    """
+    _check_shapes(query, key, value)
+    if _use_function(query, key, value, gamma, x):
+        return _CrissCrossFunction.apply(query, key, value, gamma, x)
+    return torch.addcmul(x, criss_cross_attention(query, key, value), gamma)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -247,8 +315,7 @@ class CrissCrossAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = criss_cross_attention(self.query(x), self.key(x), self.value(x))
-        return self.gamma * out + x
+        return criss_cross_residual(self.query(x), self.key(x), self.value(x), self.gamma, x)
 
 
 class CrissCrossAttention3d(nn.Module):
@@ -263,8 +330,7 @@ class CrissCrossAttention3d(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = criss_cross_attention(self.query(x), self.key(x), self.value(x))
-        return self.gamma * out + x
+        return criss_cross_residual(self.query(x), self.key(x), self.value(x), self.gamma, x)
 
 
 def non_local_attention(theta: Tensor, phi: Tensor, g: Tensor) -> Tensor:
@@ -303,5 +369,6 @@ __all__ = [
     "CrissCrossAttention3d",
     "NonLocalBlock",
     "criss_cross_attention",
+    "criss_cross_residual",
     "non_local_attention",
 ]
