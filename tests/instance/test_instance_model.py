@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 from instance_helpers import TINY_DETECTOR
+from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from src.instance.model import RCCAMaskRCNN, StageContext, TimmFPNBackbone, create_body
@@ -119,3 +120,20 @@ def test_mask_rcnn_trains_and_detects():
         assert out["masks"].shape == (count, 1, *image.shape[1:])  # at the input's size
         assert count <= TINY_DETECTOR["box_detections_per_img"]
         assert ((out["labels"] >= 1) & (out["labels"] <= 3)).all()
+
+
+def test_baseline_is_torchvisions_mask_rcnn_architecture():
+    """Without context, the detector has exactly torchvision's maskrcnn_resnet50_fpn
+    parameters (same shapes in backbone, FPN, RPN and heads)."""
+    ours = RCCAMaskRCNN(91, "resnet50", context="none", trainable_stages=5, freeze_bn=False)
+    reference = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+
+    def shapes(model: torch.nn.Module) -> list[tuple[int, ...]]:
+        return sorted(tuple(p.shape) for p in model.parameters())
+
+    assert shapes(ours.backbone) == shapes(reference.backbone)
+    assert shapes(ours.rpn) == shapes(reference.rpn)
+    assert shapes(ours.roi_heads) == shapes(reference.roi_heads)
+    rcca = RCCAMaskRCNN(91, "resnet50", context="rcca", trainable_stages=5, freeze_bn=False)
+    extra = sum(p.numel() for p in rcca.parameters()) - sum(p.numel() for p in ours.parameters())
+    assert extra == 2 * (2048 * 256 + 256) + 2048 * 2048 + 2048 + 1  # Q, K, V and gamma
