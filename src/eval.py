@@ -1,7 +1,9 @@
 """Score a checkpoint: ``python -m src.eval experiment=NAME ckpt_path=PATH [split=val|test]``.
 
 Runs the experiment's inference (whole / sliding, scales, flip) on the full-resolution
-images of the split, prints a per-class IoU table and writes ``results.json``.
+images of the split, prints a per-class IoU table and writes ``results.json``. With
+``export.dir=D export.format=cityscapes|trainid|color`` it also writes one prediction PNG per
+image into ``D`` (``cityscapes``: labelIds the official evaluator and test server accept).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from src.prediction_files import prediction_writer
 from src.utils import (
     collect_results,
     instantiate_callbacks,
@@ -43,6 +46,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     module = instantiate_module(cfg, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    writer = prediction_writer(cfg.get("export"), datamodule)
+    if writer is not None:
+        callbacks.append(writer)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
@@ -60,6 +66,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         time.perf_counter() - start,
     )
     results["checkpoint_global_step"] = module.checkpoint_global_step
+    if writer is not None:
+        results["export"] = writer.summary()
     _print_results(results, cfg.split)
     path = write_results(results, cfg.paths.output_dir)
     if path is not None:
