@@ -91,6 +91,34 @@ def overlay(image: np.ndarray, pred: np.ndarray, palette: Sequence[Sequence[int]
     return np.clip(blend.round(), 0, 255).astype(np.uint8)
 
 
+def write_visuals(
+    out_dir: Path,
+    stem: PurePosixPath | str,
+    image: np.ndarray,
+    pred: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    alpha: float = 0.5,
+) -> dict[str, Path]:
+    """What ``src.predict`` writes per image: ``<stem>.png`` (train ids), ``<stem>_color.png``
+    (palette PNG) and ``<stem>_overlay.jpg`` (the image under the coloured mask)."""
+    paths = visual_paths(out_dir, stem)
+    paths["mask"].parent.mkdir(parents=True, exist_ok=True)
+    trainid_png(pred).save(paths["mask"])
+    color_png(pred, palette).save(paths["color"])
+    Image.fromarray(overlay(image, pred, palette, alpha)).save(paths["overlay"], quality=90)
+    return paths
+
+
+def visual_paths(out_dir: Path, stem: PurePosixPath | str) -> dict[str, Path]:
+    """The three files :func:`write_visuals` writes for ``stem`` (relative to ``out_dir``)."""
+    base = Path(out_dir) / relative_output(str(stem))
+    return {
+        "mask": base.with_name(f"{base.name}.png"),
+        "color": base.with_name(f"{base.name}_color.png"),
+        "overlay": base.with_name(f"{base.name}_overlay.jpg"),
+    }
+
+
 def relative_output(name: str) -> PurePosixPath:
     """A sample name as a relative path under an output folder (no absolute paths, no '..')."""
     path = PurePosixPath(str(name).replace("\\", "/"))
