@@ -1,0 +1,111 @@
+"""Shared by the predict / export / eval-export tests: a fake Cityscapes tree, a tiny
+checkpoint trained on it for two steps, and the entry points run in a subprocess.
+
+The checkpoint is made once per pytest session (cached in the session's temp folder) by a
+real Lightning ``fit`` of the app's SegmentationModule; afterwards its attention ``gamma`` is
+set to 0.5 so that the criss-cross path changes the logits (a fresh one is the identity).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# The model of every checkpoint here: resnet10t, 16-channel heads, RCCA with R=2.
+MODEL = ["model.backbone=resnet10t", "model.channels=16", "model.aux_channels=16"]
+GAMMA = 0.5
+
+
+@dataclass(frozen=True)
+class TinyCityscapes:
+    """A fake Cityscapes root and a checkpoint of a 19-class model trained on it."""
+
+    root: Path
+    ckpt: Path
+
+    def overrides(self) -> list[str]:
+        """The CLI overrides that rebuild this model on this data (CPU, no workers)."""
+        return [
+            "data=cityscapes",
+            f"data.root={self.root}",
+            "data.num_workers=0",
+            "data.persistent_workers=false",
+            *MODEL,
+        ]
+
+
+def compose_config(name: str, overrides: list[str]):
+    """The composed app config ``conf/<name>.yaml`` with ``overrides`` (no Hydra run)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name=name, overrides=overrides)
+
+
+def tiny_cityscapes(base: Path) -> TinyCityscapes:
+    """Write (once per ``base``) the fake tree and a two-step checkpoint under ``base``."""
+    import hydra
+    import pytorch_lightning as pl
+
+    from src.data.fake import write_fake_cityscapes
+    from src.utils import instantiate_module
+
+    root, ckpt = base / "cityscapes", base / "tiny.ckpt"
+    tiny = TinyCityscapes(root, ckpt)
+    if ckpt.is_file():
+        return tiny
+    write_fake_cityscapes(root, image_size=(64, 128), images_per_city=2, splits=("train", "val"))
+    cfg = compose_config(
+        "train", [*tiny.overrides(), "data.crop_size=[64,64]", "data.batch_size=2"]
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pl.seed_everything(0, verbose=False)
+        datamodule = hydra.utils.instantiate(cfg.data)
+        module = instantiate_module(cfg, datamodule)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_steps=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, datamodule=datamodule)
+        gammas = [p for n, p in module.net.named_parameters() if n.endswith("gamma")]
+        assert gammas, "the tiny model has no attention gamma"
+        with torch.no_grad():
+            for gamma in gammas:
+                gamma.fill_(GAMMA)
+        trainer.save_checkpoint(ckpt)
+    finally:
+        torch.set_num_threads(threads)
+    return tiny
+
+
+def run_cli(entry: str, *overrides: str, timeout: int = 300) -> str:
+    """Run ``python -m src.<entry> [overrides]`` from the repository root on one thread."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"src.{entry}", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(f"src.{entry} failed ({proc.returncode}):\n{output[-6000:]}")
+    return output
