@@ -8,8 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
-from prediction_helpers import MODEL, TinyCityscapes, compose_config, run_cli, tiny_cityscapes
+from prediction_helpers import (
+    CONF,
+    MODEL,
+    TinyCityscapes,
+    compose_config,
+    run_cli,
+    tiny_cityscapes,
+)
 
 from src.data.base import ImageReadError, read_image
 from src.data.cityscapes import PALETTE
@@ -147,3 +155,17 @@ def test_palette_from_class_or_data_module():
     assert palette == class_colours(4) and "data module" in source
     palette, source = class_palette(synthetic.data, 6)  # the checkpoint disagrees: generated
     assert len(palette) == 6 and source == "generated"
+
+
+def test_every_experiment_composes_for_predict_and_export():
+    """Experiments override data/model/loss/module/inference/trainer groups: all must exist."""
+    experiments = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+    assert experiments
+    for experiment in experiments:
+        cfg = compose_config("predict", [f"experiment={experiment}", "ckpt_path=model.ckpt"])
+        assert cfg.model._target_ and cfg.task_name == "predict", experiment
+    groups = {}
+    for name in ("predict", "export"):
+        defaults = OmegaConf.load(CONF / f"{name}.yaml").defaults
+        groups[name] = [next(iter(d)) for d in defaults if d != "_self_"]
+    assert groups["export"] == groups["predict"]
