@@ -214,8 +214,16 @@ def check_targets(op_rows: list[dict], rcca_rows: list[dict]) -> dict[str, bool]
 
 def main(argv: list[str]) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run both parts, print their tables and the targets, write the JSON."""
     op_rows = bench_op(args)
     print_table(
         op_rows,
@@ -236,8 +244,8 @@ def main(argv: list[str]) -> dict:
             "max_abs_err",
         ],
         f"criss_cross_attention vs batched-matmul formulation, forward+backward, {args.device} "
-        f"{args.dtype}, q/k 1x{args.key_channels}xSxS, v 1x{args.channels}xSxS "
-        f"(*_extra_mib: kept beyond the inputs)",
+        f"{args.dtype}, {torch.get_num_threads()} thread(s), q/k 1x{args.key_channels}xSxS, "
+        f"v 1x{args.channels}xSxS (*_extra_mib: kept beyond the inputs)",
     )
     rcca_rows = bench_rcca(args)
     print_table(
@@ -253,7 +261,8 @@ def main(argv: list[str]) -> dict:
             "speedup",
         ],
         f"RCCA (R={args.recurrence}, shared weights) vs non-local block on "
-        f"1x{args.channels}x{args.rcca_size}x{args.rcca_size}, {args.device} {args.dtype}",
+        f"1x{args.channels}x{args.rcca_size}x{args.rcca_size}, {args.device} {args.dtype}, "
+        f"{torch.get_num_threads()} thread(s)",
     )
     targets = check_targets(op_rows, rcca_rows)
     print("\ntargets:", ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))

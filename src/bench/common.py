@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -101,6 +102,7 @@ def write_json(out_dir: str | Path, name: str, payload: dict[str, Any]) -> Path:
         "benchmark": name,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         **payload,
     }
