@@ -1,8 +1,9 @@
-"""W&B: a few validation predictions as mask overlays, and the per-class IoU table."""
+"""W&B: a few validation predictions as mask overlays, the per-class IoU table, image files."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,22 @@ from torch import Tensor
 def wandb_logger(trainer: pl.Trainer) -> WandbLogger | None:
     """The trainer's W&B logger, or None when W&B is not among its loggers."""
     return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+
+def log_image_files(trainer: pl.Trainer, images: Mapping[str, str | Path]) -> bool:
+    """Log image files (e.g. evaluation plots) as ``wandb.Image`` under their keys.
+
+    Does nothing (and returns False) without a W&B logger or off rank 0, so entry points
+    call it unconditionally.
+    """
+    logger = wandb_logger(trainer)
+    if logger is None or not trainer.is_global_zero or not images:
+        return False
+    import wandb
+
+    payload = {key: wandb.Image(str(path), caption=Path(path).name) for key, path in images.items()}
+    logger.log_metrics(payload, step=trainer.global_step)
+    return True
 
 
 def to_uint8_image(image: Tensor) -> np.ndarray:
