@@ -191,6 +191,20 @@ def test_half_precision_close_to_fp32(dtype, spatial):
     assert all(t.grad.dtype == dtype and torch.isfinite(t.grad).all() for t in inputs)
 
 
+def test_module_under_autocast_bf16():
+    # Under autocast the projections are bf16 while x and gamma stay fp32.
+    module = _randomised(CrissCrossAttention(8)).train()
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(x)
+    with torch.no_grad():
+        expected = module(x)
+    torch.testing.assert_close(out.float(), expected, rtol=5e-2, atol=5e-2)
+    out.float().square().sum().backward()
+    grads = [x.grad, module.gamma.grad, module.value.weight.grad, module.query.weight.grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 @pytest.mark.parametrize("spatial", [(6, 9), (3, 4, 5)])
 def test_channels_last_equals_contiguous(spatial):
     fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d

@@ -267,7 +267,8 @@ class _CrissCrossFunction(torch.autograd.Function):
         else:
             *inputs, lse = ctx.saved_tensors
             lines, gamma = [_channels_last(t) for t in inputs], None
-        *grads, grad_gamma = _criss_cross_backward(*lines, lse, _channels_last(grad), gamma)
+        grad_lines = _channels_last(grad.to(lines[2].dtype))  # fp32 under a residual in fp32
+        *grads, grad_gamma = _criss_cross_backward(*lines, lse, grad_lines, gamma)
         grads = [_restore_layout(g, cl) for g, cl in zip(grads, ctx.channels_last)]
         return (*grads, grad_gamma, grad if ctx.residual else None)
 
