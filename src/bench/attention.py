@@ -8,11 +8,16 @@ for backward (all storages, and beyond the inputs the caller holds anyway) and f
 Part 2 compares RCCA (one CrissCrossAttention applied R times, shared weights) with one
 NonLocalBlock. Targets: op bytes <= 0.25x, >= 1.3x faster on channels_last and not slower on
 contiguous inputs; RCCA R=2 <= 0.17x the non-local FLOPs, >= 3x fewer bytes, >= 5x faster.
+
+On a shared, oversubscribed CPU, OpenMP threads that spin at every barrier wait for each
+other's time slices, which swamps the measurement; run with ``--threads 1`` or with
+``OMP_WAIT_POLICY=PASSIVE`` in the environment (both are recorded in the JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -273,6 +278,7 @@ def run(args: argparse.Namespace) -> dict:
         "key_channels": args.key_channels,
         "channels": args.channels,
         "recurrence": args.recurrence,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "op": op_rows,
         "rcca_vs_nonlocal": rcca_rows,
         "targets": TARGETS,
