@@ -46,8 +46,7 @@ def swept_keys(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     for run in runs:
         for key, value in parse_overrides(run.get("overrides", [])).items():
             values.setdefault(key, set()).add(value)
-    keys = [k for k, v in values.items() if len(v) > 1]
-    return keys or [k for k in values if len(runs) == 1]
+    return [k for k, v in values.items() if len(v) > 1]
 
 
 def summarize(runs: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict], list[str]]:
