@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
+	-$(VENV)/bin/nbstripout --install --attributes .gitattributes  # notebooks committed without outputs
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
