@@ -63,9 +63,12 @@ def _bmm_into(a: Tensor, b: Tensor, out: Tensor) -> None:
             _bmm_into(a[i], b[i], out[i])
 
 
-def _line_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b for strided line views (B, ..., L, M) @ (B, ..., M, N); contiguous result."""
-    if _exporting():
+def _line_matmul(a: Tensor, b: Tensor, eager: bool = True) -> Tensor:
+    """a @ b for strided line views (B, ..., L, M) @ (B, ..., M, N); contiguous result.
+
+    ``eager=False`` (tracing) uses one plain ``torch.matmul`` instead of per-batch ``bmm``.
+    """
+    if not eager:
         return torch.matmul(a, b)
     out = a.new_empty(*a.shape[:-1], b.shape[-1])
     _bmm_into(a, b, out)
@@ -87,20 +90,20 @@ def _swap_channels(x: Tensor, out_shape: tuple[int, ...], rows: int) -> Tensor:
     return out
 
 
-def _channels_last(x: Tensor) -> Tensor:
+def _channels_last(x: Tensor, eager: bool = True) -> Tensor:
     """(B, C, *S) -> contiguous (B, *S, C): a free view for channels_last inputs."""
     y = x.movedim(1, x.dim() - 1)
-    if y.is_contiguous() or x.device.type != "cpu" or _exporting():
+    if y.is_contiguous() or x.device.type != "cpu" or not eager:
         return y.contiguous()
     return _swap_channels(x, tuple(y.shape), x.shape[1])
 
 
-def _restore_layout(y: Tensor, channels_last: bool) -> Tensor:
+def _restore_layout(y: Tensor, channels_last: bool, eager: bool = True) -> Tensor:
     """(B, *S, C) -> (B, C, *S), channels-last or made contiguous."""
     x = y.movedim(y.dim() - 1, 1)
     if channels_last or x.is_contiguous():
         return x
-    if y.device.type != "cpu" or _exporting():
+    if y.device.type != "cpu" or not eager:
         return x.contiguous()
     return _swap_channels(y, tuple(x.shape), y[0].numel() // y.shape[-1])
 
@@ -111,29 +114,34 @@ def _is_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
 
 
+def _move(x: Tensor, source: int, destination: int) -> Tensor:
+    """``x.movedim`` that skips the call when nothing moves (this op makes many of them)."""
+    return x if source == destination else x.movedim(source, destination)
+
+
 def _lines(x: Tensor, axis: int) -> Tensor:
     """View (B, *S, C) as lines along spatial ``axis``: (B, S without axis, L, C)."""
-    return x.movedim(1 + axis, x.dim() - 2)
+    return _move(x, 1 + axis, x.dim() - 2)
 
 
 def _from_lines(x: Tensor, axis: int) -> Tensor:
     """Inverse of ``_lines`` for a per-line tensor (B, S without axis, L, N)."""
-    return x.movedim(x.dim() - 2, 1 + axis)
+    return _move(x, x.dim() - 2, 1 + axis)
 
 
 def _per_position(x: Tensor, axis: int) -> Tensor:
     """(B, S without axis, L) -> (B, *S): a per-line reduction back on the grid."""
-    return x.movedim(x.dim() - 1, 1 + axis)
+    return _move(x, x.dim() - 1, 1 + axis)
 
 
 def _per_line(x: Tensor, axis: int) -> Tensor:
     """(B, *S) -> (B, S without axis, L, 1): a per-position value broadcast over a line."""
-    return x.movedim(1 + axis, x.dim() - 1).unsqueeze(-1)
+    return _move(x, 1 + axis, x.dim() - 1).unsqueeze(-1)
 
 
-def _line_energies(q: Tensor, k: Tensor, axis: int) -> Tensor:
+def _line_energies(q: Tensor, k: Tensor, axis: int, eager: bool = True) -> Tensor:
     """Energies of each position with its line along ``axis``, in the accumulation dtype."""
-    energy = _line_matmul(_lines(q, axis), _lines(k, axis).transpose(-1, -2))
+    energy = _line_matmul(_lines(q, axis), _lines(k, axis).transpose(-1, -2), eager)
     return energy.to(_acc_dtype(q))
 
 
@@ -164,13 +172,15 @@ def _accumulate_lines(axes: list[int], parts: list[Tensor]) -> Tensor:
 # ----------------------------------------------------------------------------- the op
 
 
-def _line_log_softmax(q: Tensor, k: Tensor, axis: int, drop_centre: bool) -> tuple[Tensor, Tensor]:
+def _line_log_softmax(
+    q: Tensor, k: Tensor, axis: int, drop_centre: bool, eager: bool = True
+) -> tuple[Tensor, Tensor]:
     """Log-softmax over each line along ``axis`` and the line's log-sum-exp (per position).
 
     The log-sum-exp is read back as energy - log-softmax at an entry that is never masked
     (the first one, or the one after the centre when the centre is dropped).
     """
-    energy = _line_energies(q, k, axis)
+    energy = _line_energies(q, k, axis, eager)
     if not drop_centre:
         log_p = torch.log_softmax(energy, dim=-1)
         return log_p, energy[..., 0] - log_p[..., 0]
@@ -182,20 +192,22 @@ def _line_log_softmax(q: Tensor, k: Tensor, axis: int, drop_centre: bool) -> tup
     return log_p, (energy.gather(-1, index) - log_p.gather(-1, index)).squeeze(-1)
 
 
-def _criss_cross_forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def _criss_cross_forward(
+    q: Tensor, k: Tensor, v: Tensor, eager: bool = True
+) -> tuple[Tensor, Tensor]:
     """Output (B, *S, C) and per-position log-sum-exp (B, *S) from channels-last q, k, v.
 
     Each axis's lines get their own log-softmax; the joint softmax rescales each part by
     exp(lse_part - lse) instead of concatenating the energies.
     """
     axes = _active_axes(q)
-    parts = {a: _line_log_softmax(q, k, a, drop_centre=a != axes[-1]) for a in axes}
+    parts = {a: _line_log_softmax(q, k, a, a != axes[-1], eager) for a in axes}
     part_lse = {a: _per_position(lse, a) for a, (_, lse) in parts.items()}
     lse = torch.logsumexp(torch.stack(list(part_lse.values())), dim=0)
     outputs = []
     for axis, (log_p, _) in parts.items():
         probs = log_p.add_(_per_line(part_lse[axis] - lse, axis)).exp_().to(v.dtype)
-        outputs.append(_line_matmul(probs, _lines(v, axis)))
+        outputs.append(_line_matmul(probs, _lines(v, axis), eager))
     return _accumulate_lines(axes, outputs), lse
 
 
@@ -300,8 +312,10 @@ def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     _check_shapes(query, key, value)
     if _use_function(query, key, value):
         return _CrissCrossFunction.apply(query, key, value, None, None)
-    out, _ = _criss_cross_forward(_channels_last(query), _channels_last(key), _channels_last(value))
-    return _restore_layout(out, _is_channels_last(value))
+    eager = not _exporting()
+    lines = [_channels_last(t, eager) for t in (query, key, value)]
+    out, _ = _criss_cross_forward(*lines, eager=eager)
+    return _restore_layout(out, _is_channels_last(value), eager)
 
 
 def criss_cross_residual(
