@@ -33,7 +33,9 @@ TINY = [
 
 def run_cli(entry: str, *overrides: str, timeout: int = 300, check: bool = True) -> str:
     """Run ``python -m src.<entry> [overrides]`` from the repository root; return its output."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    # One intra-op thread: tiny models gain nothing from more, and on a shared 2-core machine
+    # OpenMP threads spinning at barriers slow every process down.
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", f"src.{entry}", *overrides],
         cwd=ROOT,
