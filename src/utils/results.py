@@ -14,6 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from src.utils.atomic import atomic_write_text
+
 RESULTS_FILE = "results.json"
 
 # The config values a reader needs to tell runs apart (missing keys are left out).
@@ -125,8 +127,10 @@ def collect_results(
 
 @rank_zero_only
 def write_results(results: Mapping[str, Any], output_dir: str | Path) -> Path:
-    """Write ``results`` to ``<output_dir>/results.json`` (rank 0 only) and return its path."""
-    path = Path(output_dir) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    return path
+    """Write ``results`` to ``<output_dir>/results.json`` (rank 0 only) and return its path.
+
+    Atomically (temporary file + rename): a crash while writing never leaves a truncated
+    ``results.json``, and a run that fails before this point leaves none at all.
+    """
+    text = json.dumps(results, indent=2, allow_nan=False) + "\n"
+    return atomic_write_text(Path(output_dir) / RESULTS_FILE, text)

@@ -1,0 +1,94 @@
+"""Helpers of the reliability tests: a CLI run that can be killed, checkpoint comparison."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from app_helpers import ROOT, TINY
+
+# The resume tests' run: 12 steps, epochs of 4 batches (8 samples / batch 2), last.ckpt every
+# 3 steps (always mid-epoch before the end), deterministic kernels.
+STEPS, EVERY, EPOCH = 12, 3, 4
+RESUMABLE_RUN = [
+    *TINY,
+    f"trainer.max_steps={STEPS}",
+    "trainer.val_check_interval=4",
+    "trainer.deterministic=true",
+    f"callbacks.last_checkpoint.every_n_train_steps={EVERY}",
+    "seed=7",
+]
+
+
+def start_cli(entry: str, *overrides: str, log: Path) -> subprocess.Popen:
+    """Start ``python -m src.<entry>`` in the background, output into ``log``."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", f"src.{entry}", *overrides],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Poll until ``path`` exists; fail if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (code {proc.returncode}) before {path} appeared")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.01)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def differing_tensors(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Paths of the entries where two nested structures of tensors differ (bit-exactly)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a, b)
+        )
+        return [] if same else [prefix]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{prefix} keys {sorted(set(a) ^ set(b), key=str)}"]
+        return [d for k in a for d in differing_tensors(a[k], b[k], f"{prefix}.{k}")]
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if len(a) != len(b):
+            return [f"{prefix} length"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b))
+            for d in differing_tensors(x, y, f"{prefix}[{i}]")
+        ]
+    return [] if a == b else [f"{prefix}: {a!r} != {b!r}"]
+
+
+def run_cli_status(entry: str, *overrides: str, timeout: int = 300) -> tuple[int, str]:
+    """Run ``python -m src.<entry>`` like ``app_helpers.run_cli``; return (exit code, output)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"src.{entry}", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
