@@ -13,18 +13,14 @@ import torch
 from torch.utils.data import DataLoader, get_worker_info
 
 from src.data.base import IGNORE_INDEX, SegmentationDataset
+from src.data.resumable import ResumableDataLoader, ResumableSampler, SeededSamples, derive_seed
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
-
-
-def _derive_seed(*entropy: int) -> int:
-    """A 32-bit seed mixed from several integers (seed, rank, worker…)."""
-    return int(np.random.SeedSequence([e % 2**64 for e in entropy]).generate_state(1)[0])
 
 
 def seed_worker(worker_id: int, rank: int = 0) -> None:
     """DataLoader ``worker_init_fn``: seed numpy, ``random`` and the dataset's albumentations
     pipeline (which keeps its own RNG in 2.x) from the loader's per-worker seed and the rank."""
-    seed = _derive_seed(torch.initial_seed(), rank)
+    seed = derive_seed(torch.initial_seed(), rank)
     np.random.seed(seed)  # noqa: NPY002 - code in the dataset may use the legacy global RNG
     random.seed(seed)
     info = get_worker_info()
@@ -38,8 +34,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     (``dataset(root=, split=, transform=)``), with the training augmentation on the train
     split and full-image normalisation elsewhere.
 
-    Two runs with the same ``seed`` and number of workers draw identical training batches
-    (shuffle order and augmentation); different ranks draw different augmentations.
+    The training data is a function of (``seed``, epoch, position) only (see
+    ``src/data/resumable.py``): two runs with the same ``seed`` draw identical training
+    batches (shuffle order and augmentation) whatever ``num_workers``, ranks draw different
+    samples, and a run resumed from a checkpoint continues the data stream exactly, also
+    mid-epoch (the loader's position is saved in the checkpoint).
 
     With workers, OpenCV's thread pool is switched off in the main process before they fork
     (``cv2.setNumThreads(0)``): workers forked while the pool's threads exist can hang in
@@ -182,40 +181,54 @@ class SegmentationDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return int(trainer.global_rank) if trainer is not None else 0
 
-    def _loader(self, stage: str, batch_size: int, train: bool) -> DataLoader:
-        dataset = self.dataset_for(stage)
+    @property
+    def _world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
+
+    def _loader_options(self) -> dict:
+        """DataLoader arguments shared by every split (workers, pinning, worker seeding)."""
         if self.num_workers > 0:
             cv2.setNumThreads(0)  # before the fork: see the class docstring
-        generator = torch.Generator().manual_seed(_derive_seed(self.seed, self._rank))
-        if train:
-            if len(dataset) < batch_size:
-                raise ValueError(
-                    f"the '{self.splits[stage]}' split has {len(dataset)} samples, fewer than "
-                    f"one batch of {batch_size} (the last partial batch is dropped)"
-                )
-            if self.num_workers == 0 and hasattr(dataset.transform, "set_random_seed"):
-                dataset.transform.set_random_seed(_derive_seed(self.seed, self._rank, 1))
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            worker_init_fn=partial(seed_worker, rank=self._rank) if self.num_workers else None,
-            generator=generator,
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "worker_init_fn": partial(seed_worker, rank=self._rank) if self.num_workers else None,
+            "generator": torch.Generator().manual_seed(derive_seed(self.seed, self._rank)),
+        }
+
+    def _eval_loader(self, stage: str, batch_size: int) -> DataLoader:
+        """An ordered, complete loader of an evaluation split."""
+        dataset = self.dataset_for(stage)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **self._loader_options())
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled training batches of this rank, last partial batch dropped; resumable."""
+        dataset = self.dataset_for("train")
+        samples_per_step = self.batch_size * self._world_size
+        if len(dataset) < samples_per_step:
+            raise ValueError(
+                f"the '{self.splits['train']}' split has {len(dataset)} samples, fewer than "
+                f"one batch of {self.batch_size} per process over {self._world_size} "
+                "process(es) (the last partial batch is dropped)"
+            )
+        sampler = ResumableSampler(
+            dataset, self.seed, num_replicas=self._world_size, rank=self._rank
+        )
+        return ResumableDataLoader(
+            SeededSamples(dataset),
+            sampler=sampler,
+            batch_size=self.batch_size,
+            **self._loader_options(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, train=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.val_batch_size, train=False)
+        return self._eval_loader("val", self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.val_batch_size, train=False)
+        return self._eval_loader("test", self.val_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         """Loader of the prediction split (Cityscapes: test, whose masks are all 255)."""
-        return self._loader("predict", self.val_batch_size, train=False)
+        return self._eval_loader("predict", self.val_batch_size)

@@ -1,0 +1,59 @@
+"""SIGKILL mid-training, resume from last.ckpt: the same final step and weights, bit for bit.
+
+Run A trains 12 steps uninterrupted; run B, the same config, is killed as soon as its first
+``last.ckpt`` exists and resumed with ``ckpt_path=`` into the same run folder. Epochs are 4
+batches long and ``last.ckpt`` is written every 3 steps, so every checkpoint B can be killed
+after (step 3, 6 or 9) is mid-epoch: the resume must restore the loader's position, the
+dropout generator, the optimiser and the poly schedule, and cross later epoch boundaries with
+the same shuffles as A.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from app_helpers import read_results, run_cli
+from reliability_helpers import (
+    EPOCH,
+    RESUMABLE_RUN,
+    STEPS,
+    differing_tensors,
+    load,
+    start_cli,
+    wait_for_file,
+)
+
+
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(uninterrupted_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    log = tmp_path / "killed.log"
+    proc = start_cli("train", *RESUMABLE_RUN, f"hydra.run.dir={run_dir}", log=log)
+    try:
+        wait_for_file(last, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    assert not (run_dir / "results.json").exists()  # a killed run leaves no results
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))  # nor half-written files
+
+    killed_at = load(last)["global_step"]
+    assert killed_at in (3, 6, 9) and killed_at % EPOCH != 0  # mid-epoch, before the end
+
+    output = run_cli("train", *RESUMABLE_RUN, f"ckpt_path={last}", f"hydra.run.dir={run_dir}")
+    assert "Restoring states from the checkpoint" in output
+    assert "dataloader is not resumable" not in output  # Lightning's mid-epoch warning
+
+    expected = load(uninterrupted_run / "checkpoints" / "last.ckpt")
+    resumed = load(last)
+    assert resumed["global_step"] == expected["global_step"] == STEPS
+    assert read_results(run_dir)["global_step"] == STEPS
+    for part in ("state_dict", "optimizer_states", "lr_schedulers"):
+        assert differing_tensors(expected[part], resumed[part]) == [], part
+    loader = resumed["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader == expected["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader[0]["epoch"] == STEPS // EPOCH and loader[0]["consumed"] == 0
+    schedule = resumed["lr_schedulers"][0]
+    assert schedule["last_epoch"] == STEPS
+    assert schedule["lr_lambdas"][0]["total_steps"] == STEPS
