@@ -28,7 +28,9 @@ from src.utils import (
     task_wrapper,
     write_results,
 )
+from src.utils.checkpoint import check_checkpoint_fits, load_checkpoint
 from src.utils.report import iou_table, print_table
+from src.utils.validate import validate_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    checkpoint = load_checkpoint(ckpt_path, mmap=True)
+    check_checkpoint_fits(checkpoint, cfg.model, datamodule.num_classes, path=ckpt_path)
+    del checkpoint
     module = instantiate_module(cfg, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     writer = prediction_writer(cfg.get("export"), datamodule)
@@ -56,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log_hyperparameters(cfg, loggers, module)
 
     run = trainer.validate if cfg.split == "val" else trainer.test
-    run(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    run(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     results = collect_results(
         cfg,
@@ -98,6 +103,7 @@ def _print_results(results: dict[str, Any], split: str) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the split's mIoU."""
+    validate_or_exit(cfg)
     return evaluate(cfg)["metrics"].get(f"{cfg.split}/mIoU")
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from src.utils import task_wrapper, write_results
 from src.utils.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
 from src.utils.results import key_config
+from src.utils.validate import validate_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     output = _required(cfg, "output")
     checkpoint = load_checkpoint(ckpt_path)
     hparams = checkpoint_hparams(checkpoint)
-    net = net_from_checkpoint(cfg.model, checkpoint)
+    net = net_from_checkpoint(cfg.model, checkpoint, path=ckpt_path)
     input_size = OmegaConf.to_container(cfg.input_size, resolve=True)
     path = export_onnx(net, output, input_size, int(cfg.opset))
     log.info("ONNX model written to %s", path)
@@ -189,6 +190,7 @@ def _required(cfg: DictConfig, key: str) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    validate_or_exit(cfg)
     export(cfg)
 
 

@@ -4,6 +4,10 @@ The optimiser is the CCNet recipe (SGD lr 0.01, momentum 0.9, weight decay 5e-4,
 of power 0.9 stepped every iteration to the trainer's last step). Validation and test run the
 shared :func:`src.inference.predict_logits` on full-resolution images, so the numbers logged
 here are the numbers ``src.eval`` and ``src.predict`` reproduce.
+
+A non-finite training loss stops the run with the step and the loss terms that were NaN/inf
+(:class:`NonFiniteLossError`), or with ``skip_nonfinite=True`` skips the batch without a
+trace (no update, BatchNorm statistics restored) and counts it as ``train/skipped_batches``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ NORM_TYPES = (
     nn.LayerNorm,
     nn.modules.instancenorm._InstanceNorm,
 )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss was NaN or infinite (and ``module.skip_nonfinite`` is false)."""
 
 
 class PolyDecay:
@@ -120,6 +128,8 @@ class SegmentationModule(pl.LightningModule):
 
     ``net`` and ``criterion`` are modules (kept out of the hyperparameters, so checkpoints
     load without Hydra); everything else is plain values that ``save_hyperparameters`` keeps.
+    ``model_config`` is the ``model:`` config the net was built from: saved with the
+    hyperparameters, so a checkpoint says which backbone and head it holds weights for.
     """
 
     def __init__(
@@ -137,8 +147,11 @@ class SegmentationModule(pl.LightningModule):
         poly_power: float = 0.9,
         head_lr_mult: float = 1.0,
         exempt_norm_and_gamma: bool = False,
+        skip_nonfinite: bool = False,
+        model_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        model_config = dict(_plain(model_config) or {})
         class_names = list(_plain(class_names) or [f"class_{i}" for i in range(num_classes)])
         flip_pairs = [list(pair) for pair in _plain(flip_pairs)]
         inference = dict(_plain(inference) or {})
@@ -162,15 +175,24 @@ class SegmentationModule(pl.LightningModule):
         self.val_miou_best.persistent(True)
         self.per_class_iou: dict[str, dict[str, float]] = {}
         self.checkpoint_global_step: int | None = None
+        self.skipped_batches = 0
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """The net's outputs (``out`` logits at 1/8 resolution, plus ``aux`` in training)."""
         return self.net(images)
 
-    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor | None:
         images, masks = batch["image"], batch["mask"].long()
+        skip = self.hparams.skip_nonfinite
+        buffers = [(b, b.detach().clone()) for b in self.net.buffers()] if skip else []
         losses = self.criterion(self.net(images), masks)
         size = images.shape[0]
+        if not self._finite_on_every_process(losses["loss"]):
+            self._handle_nonfinite(losses, batch_idx, buffers)
+            self.log("train/skipped_batches", float(self.skipped_batches), batch_size=size)
+            return None  # Lightning skips backward and the update for this batch
+        if skip:
+            self.log("train/skipped_batches", float(self.skipped_batches), batch_size=size)
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
         optimizer = self.trainer.optimizers[0]
@@ -214,9 +236,42 @@ class SegmentationModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_iou(self.test_iou, "test")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the count of skipped non-finite batches across a resume."""
+        checkpoint["skipped_batches"] = self.skipped_batches
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Remember the step the loaded checkpoint was saved at (eval reports it)."""
         self.checkpoint_global_step = checkpoint.get("global_step")
+        self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
+
+    def _finite_on_every_process(self, loss: Tensor) -> bool:
+        """Whether the loss is finite here and on every other process (all skip together:
+        one process skipping its backward alone would leave DDP's gradient sync waiting)."""
+        local_bad = not bool(torch.isfinite(loss.detach()).all())
+        return not self.trainer.strategy.reduce_boolean_decision(local_bad, all=False)
+
+    def _handle_nonfinite(
+        self, losses: Mapping[str, Tensor], batch_idx: int, buffers: list[tuple[Tensor, Tensor]]
+    ) -> None:
+        """Stop with the step and the non-finite loss terms, or (skip mode) undo the batch's
+        BatchNorm updates and count it."""
+        bad = {k: v.item() for k, v in losses.items() if not bool(torch.isfinite(v).all())}
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        values = ", ".join(f"train/{k}={v}" for k, v in bad.items()) or "on another process"
+        if not self.hparams.skip_nonfinite:
+            raise NonFiniteLossError(
+                f"non-finite loss at training {where}: {values}. Lower module.lr, check this "
+                "batch's data, or set module.skip_nonfinite=true to skip such batches."
+            )
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        self.skipped_batches += 1
+        rank_zero_warn(
+            f"skipped the batch of training {where}: {values}; "
+            f"{self.skipped_batches} batch(es) skipped so far"
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD over the backbone/head groups, poly decay stepped every iteration."""

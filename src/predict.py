@@ -29,6 +29,7 @@ from src.prediction_files import visual_paths, write_visuals
 from src.utils import task_wrapper, write_results
 from src.utils.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
 from src.utils.results import key_config
+from src.utils.validate import validate_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     hparams = checkpoint_hparams(checkpoint)
     num_classes, flip_pairs = hparams["num_classes"], hparams["flip_pairs"]
     device = _device(cfg.get("device", "auto"))
-    net = net_from_checkpoint(cfg.model, checkpoint).to(device)
+    net = net_from_checkpoint(cfg.model, checkpoint, path=ckpt_path).to(device)
     inference = inference_config(cfg.get("inference"))
     palette, palette_source = class_palette(cfg.data, num_classes)
     transform = eval_transform(
@@ -193,6 +194,7 @@ def _progress() -> Progress:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    validate_or_exit(cfg)
     predict(cfg)
 
 

@@ -1,7 +1,13 @@
 """Train a segmentation model: ``python -m src.train [experiment=NAME] [overrides]``.
 
 Fits (``train=true``), optionally tests the best checkpoint (``test=true``), and writes
-``results.json`` into the run's output folder. ``ckpt_path=.../last.ckpt`` resumes a run.
+``results.json`` into the run's output folder. ``ckpt_path=.../last.ckpt`` resumes a run:
+with the same config and seed, it ends with the weights of an uninterrupted run (the data
+order, the generators and the poly schedule continue exactly; see docs/reliability.md).
+
+The config is checked before anything heavy happens (:mod:`src.utils.validate`), and a
+checkpoint is checked against the model and data before training from it. A run that fails
+writes no ``results.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from src.utils import (
     task_wrapper,
     write_results,
 )
+from src.utils.checkpoint import check_checkpoint_fits, load_checkpoint
+from src.utils.validate import validate_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:  # before building the model: a mismatch names the keys, not tensor shapes
+        checkpoint = load_checkpoint(ckpt_path, mmap=True)
+        check_checkpoint_fits(checkpoint, cfg.model, datamodule.num_classes, path=ckpt_path)
+        del checkpoint
     module = instantiate_module(cfg, datamodule)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -46,12 +59,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log_hyperparameters(cfg, loggers, module)
 
     if cfg.get("train"):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = dict(trainer.callback_metrics)
     checkpoints = checkpoint_paths(trainer)
 
     if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=_test_checkpoint(cfg, trainer))
+        test_ckpt = _test_checkpoint(cfg, trainer)
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
         metrics.update(trainer.callback_metrics)
 
     wall_time = time.perf_counter() - start
@@ -93,6 +107,7 @@ def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the optimised metric for sweepers."""
+    validate_or_exit(cfg)
     return optimized_value(cfg, train(cfg))
 
 

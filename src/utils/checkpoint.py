@@ -4,6 +4,11 @@
 checkpoint's weights; the class facts (``num_classes``, ``class_names``, ``flip_pairs``) come
 from the hyperparameters the module saved. Loading uses ``torch.load(weights_only=True)``, so a
 checkpoint can hold tensors and plain values but never runs code when read.
+
+:func:`check_checkpoint_fits` compares what a checkpoint was trained with (its classes and
+the ``model:`` config SegmentationModule saves as ``model_config``) with what the config
+asks for, so a resume, eval, predict or export with the wrong experiment fails up front with
+the differences named, not deep in ``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -20,16 +25,39 @@ from torch import nn
 
 NET_PREFIX = "net."
 
+# model: keys that decide which parameters a net has; the others (recurrence, dropout,
+# pretrained, detector thresholds...) change no weight shape and may differ from training.
+ARCHITECTURE_KEYS = (
+    "target",
+    "backbone",
+    "context",
+    "aux",
+    "embed_dim",
+    "channels",
+    "aux_channels",
+    "fpn_channels",
+    "box_head_dim",
+    "mask_head_channels",
+)
 
-def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """The checkpoint at ``path`` as a dict on the CPU; errors name the config ``key``."""
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint holds weights for another model or another number of classes."""
+
+
+def load_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict on the CPU; errors name the config ``key``.
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap for looking at the
+    hyperparameters of a large checkpoint.
+    """
     if path is None or str(path) in ("", "???"):
         raise ValueError(f"{key} is required: pass {key}=PATH to a .ckpt file")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{key}={str(path)!r} is not a file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{key}={str(path)!r} holds objects that weights_only loading refuses "
@@ -60,6 +88,60 @@ def checkpoint_hparams(checkpoint: Mapping[str, Any], key: str = "ckpt_path") ->
     return hparams
 
 
+def check_checkpoint_fits(
+    checkpoint: Mapping[str, Any],
+    model_cfg: DictConfig | Mapping[str, Any],
+    num_classes: int | None = None,
+    key: str = "ckpt_path",
+    path: str | Path | None = None,
+) -> None:
+    """Raise :class:`CheckpointMismatchError` naming every difference between the checkpoint's
+    classes / architecture and ``num_classes`` (from the data) / ``model_cfg``.
+
+    Keys the checkpoint does not record (checkpoints from before ``model_config`` was saved)
+    are not compared; their weights are still checked strictly when loaded.
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    saved_model = hparams.get("model_config") or {}
+    wanted_model = model_description(model_cfg)
+    differences = []  # (what, saved, wanted, config key)
+    for name in ARCHITECTURE_KEYS:
+        saved, wanted = saved_model.get(name), wanted_model.get(name)
+        if name in saved_model and name in wanted_model and saved != wanted:
+            differences.append((name, saved, wanted, f"model.{name}"))
+    saved_classes = hparams.get("num_classes")
+    if num_classes is not None and saved_classes is not None and saved_classes != num_classes:
+        differences.append(("classes", saved_classes, num_classes, "data"))
+    if not differences:
+        return
+    where = f"{key}={str(path)!r}" if path is not None else f"the checkpoint of {key}"
+    raise CheckpointMismatchError(
+        f"{where} was trained with {_describe(differences, 1)}; the config asks for "
+        f"{_describe(differences, 2)} ({', '.join(d[3] for d in differences)}): its weights "
+        "do not fit the model config. Pass the experiment and the overrides it was trained with."
+    )
+
+
+def _describe(differences: list[tuple[str, Any, Any, str]], column: int) -> str:
+    """One side of the differences (1: checkpoint, 2: config): ``backbone X and 5 classes``."""
+    parts = [
+        f"{d[column]} classes" if d[0] == "classes" else f"{d[0]} {d[column]}" for d in differences
+    ]
+    return " and ".join(parts)
+
+
+def model_description(model_cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model:`` config as plain values, ``_target_`` renamed ``target``: what modules
+    save as ``model_config`` (Hydra would instantiate a nested ``_target_``)."""
+    node = model_cfg
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    described = {k: v for k, v in dict(node).items() if not str(k).startswith("_")}
+    if "_target_" in node:
+        described["target"] = node["_target_"]
+    return described
+
+
 def net_state_dict(checkpoint: Mapping[str, Any], prefix: str = NET_PREFIX) -> dict[str, Any]:
     """The weights of the module's ``net`` (the ``net.`` entries, prefix removed)."""
     state = checkpoint["state_dict"]
@@ -67,7 +149,10 @@ def net_state_dict(checkpoint: Mapping[str, Any], prefix: str = NET_PREFIX) -> d
 
 
 def net_from_checkpoint(
-    model_cfg: DictConfig, checkpoint: Mapping[str, Any], key: str = "ckpt_path"
+    model_cfg: DictConfig,
+    checkpoint: Mapping[str, Any],
+    key: str = "ckpt_path",
+    path: str | Path | None = None,
 ) -> nn.Module:
     """Build ``model_cfg`` for the checkpoint's classes and load its weights (strictly).
 
@@ -75,6 +160,7 @@ def net_from_checkpoint(
     them could need the network). The net is returned in eval mode on the CPU.
     """
     hparams = checkpoint_hparams(checkpoint, key)
+    check_checkpoint_fits(checkpoint, model_cfg, key=key, path=path)
     overrides: dict[str, Any] = {"num_classes": hparams["num_classes"]}
     if "pretrained" in model_cfg:
         overrides["pretrained"] = False

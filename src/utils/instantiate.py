@@ -10,6 +10,8 @@ from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger
 
+from src.utils.checkpoint import model_description
+
 
 def _instantiate_all(cfg: DictConfig | None, key: str, kind: type) -> list:
     """Instantiate every ``_target_`` node under ``cfg`` and check each is a ``kind``."""
@@ -42,7 +44,8 @@ def instantiate_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> p
     """The ``module:`` LightningModule around ``model:`` and ``loss:``, sized by the data.
 
     The number of classes, class names, ignore label and flip pairs come from the data module,
-    so a model config never repeats (and never contradicts) what the dataset knows. Only the
+    so a model config never repeats (and never contradicts) what the dataset knows; the
+    resolved ``model:`` config goes in as ``model_config`` (kept in checkpoints). Only the
     facts the module's constructor takes are passed (a detector's module has no ignore label
     or flip pairs); ``loss: null`` builds no criterion, for nets that compute their own losses.
     """
@@ -57,6 +60,8 @@ def instantiate_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> p
         "class_names": lambda: list(datamodule.class_names),
         "ignore_index": lambda: datamodule.ignore_index,
         "flip_pairs": lambda: [list(pair) for pair in datamodule.flip_pairs],
+        # saved in checkpoints: a resume or eval with another backbone names the difference
+        "model_config": lambda: model_description(cfg.model),
     }
     kwargs = {
         "net": hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes),
