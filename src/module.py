@@ -26,8 +26,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
-from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassJaccardIndex
+from torchmetrics import MaxMetric, Metric
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from src.inference import InferenceConfig, predict_logits_with
 
@@ -170,10 +170,15 @@ class SegmentationModule(pl.LightningModule):
         iou = dict(ignore_index=ignore_index, average="none", zero_division=float("nan"))
         self.val_iou = MulticlassJaccardIndex(num_classes, **iou)
         self.test_iou = MulticlassJaccardIndex(num_classes, **iou)
+        # Pixel counts of the same predictions (rows: ground truth, columns: prediction), for
+        # the confusion-matrix plot that src.eval writes.
+        self.val_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+        self.test_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
         # Persistent, so a resumed run remembers the best mIoU reached before the restart.
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)
         self.per_class_iou: dict[str, dict[str, float]] = {}
+        self.confusion_matrix: dict[str, Tensor] = {}
         self.checkpoint_global_step: int | None = None
         self.skipped_batches = 0
 
@@ -202,10 +207,10 @@ class SegmentationModule(pl.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._evaluate(batch, self.val_iou, "val")
+        return self._evaluate(batch, (self.val_iou, self.val_confmat), "val")
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._evaluate(batch, self.test_iou, "test")
+        return self._evaluate(batch, (self.test_iou, self.test_confmat), "test")
 
     def on_train_start(self) -> None:
         """End the poly curve at this trainer's last step, also when resuming a run that had
@@ -229,12 +234,14 @@ class SegmentationModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         miou = self._log_iou(self.val_iou, "val")
+        self._keep_confusion(self.val_confmat, "val")
         if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
             self.val_miou_best.update(miou)
             self.log("val/mIoU_best", self.val_miou_best.compute(), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_iou(self.test_iou, "test")
+        self._keep_confusion(self.test_confmat, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the count of skipped non-finite batches across a resume."""
@@ -295,9 +302,10 @@ class SegmentationModule(pl.LightningModule):
         }
 
     def _evaluate(
-        self, batch: Mapping[str, Tensor], metric: MulticlassJaccardIndex, stage: str
+        self, batch: Mapping[str, Tensor], metrics: Sequence[Metric], stage: str
     ) -> dict[str, Tensor]:
-        """Full-resolution logits (whole / sliding, scales, flips) -> IoU state and CE loss."""
+        """Full-resolution logits (whole / sliding, scales, flips) -> metric states (IoU,
+        confusion counts) and CE loss."""
         images, masks = batch["image"], batch["mask"].long()
         logits = predict_logits_with(
             self.net, images, self.inference, self.hparams.flip_pairs, self.hparams.num_classes
@@ -308,7 +316,8 @@ class SegmentationModule(pl.LightningModule):
                 f"{tuple(masks.shape[-2:])}: {stage} must run on full-resolution images"
             )
         preds = logits.argmax(dim=1)
-        metric.update(preds, masks)
+        for metric in metrics:
+            metric.update(preds, masks)
         self.log(
             f"{stage}/loss",
             self._mean_ce(logits, masks),
@@ -338,6 +347,13 @@ class SegmentationModule(pl.LightningModule):
             values = per_class.tolist()
             self.per_class_iou[stage] = dict(zip(self.hparams.class_names, values))
         return miou
+
+    def _keep_confusion(self, metric: MulticlassConfusionMatrix, stage: str) -> None:
+        """Keep the epoch's confusion counts (summed over processes) for plots; reset."""
+        counts = metric.compute()
+        metric.reset()
+        if not self.trainer.sanity_checking:
+            self.confusion_matrix[stage] = counts.detach().cpu()
 
 
 def warn_if_padded(loaders: DataLoader | Sequence[DataLoader] | None, stage: str) -> bool:
