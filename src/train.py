@@ -3,7 +3,7 @@
 Fits (``train=true``), optionally tests the best checkpoint (``test=true``), and writes
 ``results.json`` into the run's output folder. ``ckpt_path=.../last.ckpt`` resumes a run:
 with the same config and seed, it ends with the weights of an uninterrupted run (the data
-order, the generators and the poly schedule continue exactly; see docs/reliability.md).
+order, the generators and the poly schedule continue exactly; README: Reliability).
 
 The config is checked before anything heavy happens (:mod:`src.utils.validate`), and a
 checkpoint is checked against the model and data before training from it. A run that fails

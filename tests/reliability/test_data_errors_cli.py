@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from app_helpers import run_cli
 
 from src.data.fake import write_fake_cityscapes
@@ -39,6 +40,7 @@ def test_unreadable_training_image_names_the_file(tmp_path: Path):
     assert not (run_dir / "results.json").exists()
 
 
+@pytest.mark.slow  # the dataset-level error itself: tests/data/test_data_errors.py
 def test_missing_dataset_root_names_the_path(tmp_path: Path):
     root = tmp_path / "nowhere"
     run_dir = tmp_path / "run"
