@@ -1,7 +1,9 @@
 """Score a checkpoint: ``python -m src.eval experiment=NAME ckpt_path=PATH [split=val|test]``.
 
 Runs the experiment's inference (whole / sliding, scales, flip) on the full-resolution
-images of the split, prints a per-class IoU table and writes ``results.json``. With
+images of the split, prints a per-class IoU table and writes ``results.json`` (with the
+split's confusion counts, rows ground truth, columns prediction) and, next to it,
+``per_class_iou.png`` and ``confusion_matrix.png`` (also logged to W&B with ``logger=wandb``). With
 ``export.dir=D export.format=cityscapes|trainid|color`` it also writes one prediction PNG per
 image into ``D`` (``cityscapes``: labelIds the official evaluator and test server accept).
 """
@@ -17,6 +19,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from torch import Tensor
 
 from src.prediction_files import prediction_writer
 from src.utils import (
@@ -29,8 +32,10 @@ from src.utils import (
     write_results,
 )
 from src.utils.checkpoint import check_checkpoint_fits, load_checkpoint
+from src.utils.plots import save_evaluation_plots
 from src.utils.report import iou_table, print_table
 from src.utils.validate import validate_or_exit
+from src.utils.wandb_images import log_image_files
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +78,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results["checkpoint_global_step"] = module.checkpoint_global_step
     if writer is not None:
         results["export"] = writer.summary()
+    confusion = module.confusion_matrix.get(cfg.split)
+    if confusion is not None:
+        results["confusion_matrix"] = {cfg.split: confusion.long().tolist()}
     _print_results(results, cfg.split)
     path = write_results(results, cfg.paths.output_dir)
     if path is not None:
         log.info("results written to %s", path)
+    if confusion is not None:
+        _write_plots(results, confusion, module.hparams.class_names, cfg, trainer)
     return results
 
 
@@ -98,6 +108,29 @@ def _print_results(results: dict[str, Any], split: str) -> None:
     per_class = results["per_class_iou"].get(split, {})
     miou = results["metrics"].get(f"{split}/mIoU")
     print_table(iou_table(per_class, miou, title=f"{split} IoU"))
+
+
+@rank_zero_only
+def _write_plots(
+    results: dict[str, Any],
+    confusion: Tensor,
+    class_names: list[str],
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+) -> None:
+    """The split's per-class IoU chart and confusion matrix as PNGs in the run folder, and
+    as images in the W&B run when that logger is on."""
+    split = cfg.split
+    paths = save_evaluation_plots(
+        cfg.paths.output_dir,
+        results["per_class_iou"].get(split, {}),
+        results["metrics"].get(f"{split}/mIoU"),
+        confusion,
+        class_names,
+        split,
+    )
+    log.info("plots written to %s", ", ".join(str(p) for p in paths.values()))
+    log_image_files(trainer, {f"{split}/plots/{name}": path for name, path in paths.items()})
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -72,7 +72,6 @@ def plot_per_class_iou(
         ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -115,15 +114,15 @@ def plot_confusion_matrix(
                 ax.text(p, t, f"{value:.2f}", ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of ground-truth pixels")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as a PNG (parent folders created) and return the path."""
+    """Write ``fig`` as a PNG (parent folders created; cropped to what is drawn, so no label
+    falls off) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -149,8 +148,9 @@ def save_evaluation_plots(
 
 
 def _figure(width: float, height: float) -> Figure:
-    """A pyplot-free figure with an Agg canvas attached."""
-    fig = Figure(figsize=(width, height))
+    """A pyplot-free figure with an Agg canvas attached (constrained layout: long class names
+    and the colour bar never clip the axis labels)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
