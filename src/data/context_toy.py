@@ -1,9 +1,11 @@
 """A long-range-context toy: grey shapes whose class is set by a coloured key far away.
 
 Every image holds one small coloured square, the *key*, near a random corner, and a few
-shapes drawn in one class-neutral grey. All shapes of an image take the class of the key's
-colour; the key's own pixels are ignored (255). A pixel's label therefore depends on evidence
-outside any local receptive field: every shape keeps at least ``min_gap`` pixels from the key.
+shapes drawn in one class-neutral grey. The key and all shapes of an image take the class of
+the key's colour. A shape pixel's label therefore depends on evidence outside any local
+receptive field: every shape keeps at least ``min_gap`` pixels from the key. (The key is
+labelled, not ignored, so that a network trained from scratch has a local reason to encode
+the key's colour; only then can attention carry it to the shapes.)
 
 About half the shapes (``aligned_fraction``) share the key's row or column band, so one
 criss-cross step (R=1) reaches the key from them; the others lie off both bands, so only two
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from src.data.base import IGNORE_INDEX, SegmentationDataset
+from src.data.base import SegmentationDataset
 
 KEY_COLOURS = {
     "red": (220, 40, 40),
@@ -108,7 +110,7 @@ class ContextToyDataset(SegmentationDataset):
         num_samples: int | Mapping[str, int] = 1000,
         image_size: Sequence[int] = (128, 128),
         seed: int = 0,
-        key_size: int = 16,
+        key_size: int = 24,
         shape_size: Sequence[int] = (20, 28),
         shapes_per_image: Sequence[int] = (2, 3),
         aligned_fraction: float = 0.5,
@@ -244,7 +246,7 @@ class ContextToyDataset(SegmentationDataset):
         key = layout.key
         colour = np.asarray(self.palette[layout.key_class], dtype=np.float64)
         image[key.top : key.bottom, key.left : key.right] = colour
-        mask[key.top : key.bottom, key.left : key.right] = IGNORE_INDEX
+        mask[key.top : key.bottom, key.left : key.right] = layout.key_class
         image += rng.normal(0, self.noise_std, image.shape)
         return np.clip(image, 0, 255).round().astype(np.uint8), mask
 

@@ -42,7 +42,7 @@ def test_sample_shapes_and_dtypes() -> None:
     assert sample["mask"].dtype == torch.int64 and sample["mask"].shape == (128, 160)
     assert sample["name"] == "context_toy_train_00003"
     labels = set(sample["mask"].unique().tolist())
-    assert labels <= {0, 1, 2, 3, 4, IGNORE_INDEX} and IGNORE_INDEX in labels
+    assert len(labels) == 2 and 0 in labels and labels <= {0, 1, 2, 3, 4}
     normalised = small(image_size=(128, 160), transform=eval_transform())[3]["image"]
     assert normalised.shape == (3, 128, 160) and normalised.min() < 0
     with pytest.raises(IndexError):
@@ -73,8 +73,8 @@ def test_every_shape_takes_the_key_class() -> None:
         layout = dataset.layout(index)
         _, mask = dataset.render(layout)
         key = layout.key
-        assert (mask[key.top : key.bottom, key.left : key.right] == IGNORE_INDEX).all()
-        assert set(np.unique(mask).tolist()) == {0, layout.key_class, IGNORE_INDEX}
+        assert (mask[key.top : key.bottom, key.left : key.right] == layout.key_class).all()
+        assert set(np.unique(mask).tolist()) == {0, layout.key_class}
 
 
 def test_changing_only_the_key_changes_the_labels() -> None:
@@ -84,15 +84,16 @@ def test_changing_only_the_key_changes_the_labels() -> None:
     key = layout.key
     outside = np.ones(mask.shape, dtype=bool)
     outside[key.top : key.bottom, key.left : key.right] = False
-    shapes = (mask != 0) & outside
+    labelled = mask != 0
     for key_class in range(1, dataset.num_classes):
         if key_class == layout.key_class:
             continue
         new_image, new_mask = dataset.render(replace(layout, key_class=key_class))
         assert np.array_equal(new_image[outside], image[outside])  # only the key's pixels…
         assert not np.array_equal(new_image[~outside], image[~outside])  # …change colour
-        assert (new_mask[shapes] == key_class).all() and (mask[shapes] == layout.key_class).all()
-        assert np.array_equal(new_mask[~shapes], mask[~shapes])
+        assert (new_mask[labelled] == key_class).all()
+        assert (mask[labelled] == layout.key_class).all()
+        assert np.array_equal(new_mask[~labelled], mask[~labelled])
 
 
 def test_geometry_far_key_and_bands() -> None:
@@ -137,7 +138,7 @@ def test_impossible_geometry_fails_early() -> None:
 
 def test_data_config_keeps_the_whole_image() -> None:
     """conf/data/context_toy.yaml: training batches are whole images, no crop or rescale
-    (the key must stay in the picture), and only the key is ignored."""
+    (the key must stay in the picture), so no pixel is padding (ignored)."""
     config = OmegaConf.create({"seed": 7, "data": OmegaConf.load(DATA_CONFIG)})
     config.data.dataset.num_samples = {"train": 8, "val": 2, "test": 2}
     config.data.batch_size = 4
@@ -147,6 +148,6 @@ def test_data_config_keeps_the_whole_image() -> None:
     size = tuple(datamodule.info_dataset.image_size)
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (4, 3, *size) and batch["mask"].shape == (4, *size)
-    ignored = (batch["mask"] == IGNORE_INDEX).sum(dim=(1, 2))
-    key_area = datamodule.info_dataset.key_size**2
-    assert (ignored == key_area).all()
+    assert (batch["mask"] != IGNORE_INDEX).all()
+    keys = (batch["mask"] != 0).sum(dim=(1, 2))
+    assert (keys > datamodule.info_dataset.key_size**2).all()  # the key and some shapes
