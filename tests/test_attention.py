@@ -65,7 +65,9 @@ def _slow_cca(query, key, value):
     return out
 
 
-@pytest.mark.parametrize("spatial", [(5, 7), (3, 4, 5), (1, 4), (4, 1)])
+@pytest.mark.parametrize(
+    "spatial", [(5, 7), (3, 4, 5), (1, 4), (4, 1), (1, 4, 5), (3, 1, 5), (3, 4, 1)]
+)
 def test_op_matches_per_position_loop(spatial):
     query, key, value = _qkv(spatial)
     out = criss_cross_attention(query, key, value)

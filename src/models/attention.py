@@ -6,10 +6,11 @@ own the 1x1 projections, the learnable ``gamma`` and the residual connection.
 How the op is computed: features are handled channels-last, ``(B, *S, C)``, so that every
 line of positions (a row, a column, a time line) is a matrix with unit channel stride that
 batched matmuls read without copies. Each axis gets its own energies ``(B, S without axis,
-L, L)``; the joint softmax over all lines merges their partial maxima and sums instead of
-concatenating them, and the centre, present in every line, is zeroed after the exponential
-in all lines but the last axis's. Backward keeps only the inputs and the per-position
-log-sum-exp, and recomputes the probabilities with two small matmuls.
+L, L)`` and its own log-softmax; the joint softmax over all lines rescales each part by
+exp(lse_part - lse) instead of concatenating the energies. The centre, present in every
+line, is kept in the last axis's lines only (masked with -inf in the others). Backward
+keeps only q, k, v and the per-position log-sum-exp and recomputes the probabilities with
+two small matmuls (C' = C/8 channels).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ class _CrissCrossFunction(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx, query: Tensor, key: Tensor, value: Tensor, gamma: Tensor | None, x: Tensor | None
-    ) -> Tensor:  # noqa: D102
+    ) -> Tensor:
         inputs = (query, key, value)
         lines = [_channels_last(t) for t in inputs]
         out, lse = _criss_cross_forward(*lines)
@@ -273,7 +274,7 @@ class _CrissCrossFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         if ctx.residual:
             *lines, lse, gamma = ctx.saved_tensors
         else:
