@@ -13,12 +13,13 @@ import torch
 from app_helpers import ROOT, TINY
 
 # The resume tests' run: 12 steps, epochs of 4 batches (8 samples / batch 2), last.ckpt every
-# 3 steps (always mid-epoch before the end), deterministic kernels.
-STEPS, EVERY, EPOCH = 12, 3, 4
+# 3 steps (always mid-epoch before the end), validation every 6 (so saves at 6 and 12 wait
+# for it), deterministic kernels.
+STEPS, EVERY, EPOCH, VALIDATE = 12, 3, 4, 6
 RESUMABLE_RUN = [
     *TINY,
     f"trainer.max_steps={STEPS}",
-    "trainer.val_check_interval=4",
+    f"trainer.val_check_interval={VALIDATE}",
     "trainer.deterministic=true",
     f"callbacks.last_checkpoint.every_n_train_steps={EVERY}",
     "seed=7",

@@ -5,18 +5,22 @@ Run A trains 12 steps uninterrupted; run B, the same config, is killed as soon a
 batches long and ``last.ckpt`` is written every 3 steps, so every checkpoint B can be killed
 after (step 3, 6 or 9) is mid-epoch: the resume must restore the loader's position, the
 dropout generator, the optimiser and the poly schedule, and cross later epoch boundaries with
-the same shuffles as A.
+the same shuffles as A. Validation runs every 6 steps: the saves at steps 6 and 12 are made
+after it, so a resume misses no validation (same best checkpoint, same best mIoU).
 """
 
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
+import pytest
 from app_helpers import read_results, run_cli
 from reliability_helpers import (
     EPOCH,
     RESUMABLE_RUN,
     STEPS,
+    VALIDATE,
     differing_tensors,
     load,
     start_cli,
@@ -54,6 +58,19 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(uninterrupted
     loader = resumed["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert loader == expected["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert loader[0]["epoch"] == STEPS // EPOCH and loader[0]["consumed"] == 0
+    best = [Path(read_results(d)["best_model_path"]).name for d in (uninterrupted_run, run_dir)]
+    assert best[0] == best[1]
     schedule = resumed["lr_schedulers"][0]
     assert schedule["last_epoch"] == STEPS
     assert schedule["lr_lambdas"][0]["total_steps"] == STEPS
+
+
+def test_step_saves_wait_for_a_validation_due_at_the_same_step(uninterrupted_run):
+    """A's final last.ckpt (step 12, a validation step) holds the validated state."""
+    checkpoint = load(uninterrupted_run / "checkpoints" / "last.ckpt")
+    validation = checkpoint["loops"]["fit_loop"]["epoch_loop.val_loop.batch_progress"]
+    assert checkpoint["global_step"] % VALIDATE == 0 and validation["current"]["completed"] > 0
+    best = checkpoint["state_dict"]["val_miou_best.max_value"]
+    assert best.isfinite() and best.item() == pytest.approx(
+        read_results(uninterrupted_run)["metrics"]["val/mIoU_best"]
+    )
