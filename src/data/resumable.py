@@ -129,6 +129,11 @@ class ResumableSampler(DistributedSampler):
         self.epoch = int(epoch)
         self._skip = max(0, int(consumed))
 
+    @property
+    def resume_position(self) -> int:
+        """Positions of the epoch (all ranks) the next iteration skips."""
+        return self._skip
+
     def order(self, epoch: int) -> torch.Tensor:
         """The epoch's order of dataset indices (all ranks), a function of (seed, epoch)."""
         size = len(self.dataset)
@@ -160,20 +165,19 @@ class ResumableDataLoader(DataLoader):
         kwargs["drop_last"] = True
         super().__init__(dataset, sampler=sampler, **kwargs)
         self._epoch = getattr(sampler, "epoch", 0)
-        self._batches = 0
+        self._consumed = 0  # samples of the epoch handed out, all ranks
 
     def __iter__(self) -> Iterator[Any]:
         sampler = self.sampler
         if not isinstance(sampler, ResumableSampler):  # replaced by Lightning: plain loader
             yield from super().__iter__()
             return
-        self._epoch = sampler.epoch
-        self._batches = sampler._skip // self._samples_per_batch
+        self._epoch, self._consumed = sampler.epoch, sampler.resume_position
         for batch in super().__iter__():
-            self._batches += 1
+            self._consumed += self._samples_per_batch
             yield batch
         sampler.set_epoch(self._epoch + 1)
-        self._epoch, self._batches = self._epoch + 1, 0
+        self._epoch, self._consumed = self._epoch + 1, 0
 
     @property
     def _samples_per_batch(self) -> int:
@@ -182,12 +186,12 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         """The loader's place: epoch and samples consumed (a finished epoch is the next one)."""
-        epoch, batches = self._epoch, self._batches
-        if batches >= len(self):
-            epoch, batches = epoch + 1, 0
+        epoch, consumed = self._epoch, self._consumed
+        if consumed >= len(self) * self._samples_per_batch:
+            epoch, consumed = epoch + 1, 0
         return {
             "epoch": epoch,
-            "consumed": batches * self._samples_per_batch,
+            "consumed": consumed,
             "batch_size": int(self.batch_size),
             "num_replicas": int(getattr(self.sampler, "num_replicas", 1)),
         }
@@ -196,5 +200,4 @@ class ResumableDataLoader(DataLoader):
         """Continue from a saved place (the next iteration skips the consumed samples)."""
         if isinstance(self.sampler, ResumableSampler):
             self.sampler.resume(state["epoch"], state["consumed"])
-            self._epoch = int(state["epoch"])
-            self._batches = int(state["consumed"]) // self._samples_per_batch
+            self._epoch, self._consumed = int(state["epoch"]), int(state["consumed"])
