@@ -78,7 +78,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results["checkpoint_global_step"] = module.checkpoint_global_step
     if writer is not None:
         results["export"] = writer.summary()
-    confusion = module.confusion_matrix.get(cfg.split)
+    # detectors have no confusion matrix: plots and counts are for semantic segmentation
+    confusion = getattr(module, "confusion_matrix", {}).get(cfg.split)
     if confusion is not None:
         results["confusion_matrix"] = {cfg.split: confusion.long().tolist()}
     _print_results(results, cfg.split)
