@@ -3,11 +3,12 @@
 A plain PyTorch loop (no Lightning, no Hydra) with the app's pieces — CCNet, CCNetLoss, the
 SGD parameter groups and poly decay of SegmentationModule, the data module's transforms —
 so the design of ``src/data/context_toy.py`` can be checked quickly against the target of
-``make sweep`` (R=2 at least 10 mIoU points above R=0, R=1 in between). Besides mIoU it
-reports pixel accuracy on the shapes that share the key's row/column band (``aligned``) and
-on those that do not (``off-band``): R=1 should win on the first, only R=2 on both.
+``make sweep`` (R=2 at least 10 mIoU points above R=0, R=1 in between); the defaults mirror
+conf/experiment/context_toy.yaml. Besides mIoU it reports pixel accuracy on the shapes that
+share the key's row/column band (``aligned``) and on those that do not (``off-band``): R=1
+should win on the first, only R=2 on both.
 
-    .venv/bin/python scripts/context_probe.py --steps 300 --recurrence 0 1 2
+    PYTHONPATH=. .venv/bin/python scripts/context_probe.py --recurrence 0 1 2
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from src.module import PolyDecay, parameter_groups
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recurrence", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300, help="optimiser steps per run")
-    parser.add_argument("--backbone", default="resnet10t")
+    parser.add_argument("--steps", type=int, default=1000, help="optimiser steps per run")
+    parser.add_argument("--backbone", default="test_resnet")
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--aux-channels", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--head-lr-mult", type=float, default=1.0)
     parser.add_argument("--image-size", type=int, default=128)
