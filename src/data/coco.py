@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from src.data.base import IGNORE_INDEX, SegmentationDataset, bit_palette, read_image
+from src.data.base import IGNORE_INDEX, SegmentationDataset, bit_palette
 from src.data.coco_files import CocoFiles, load_coco, sorted_categories
 
 
@@ -73,16 +73,5 @@ class CocoSegmentationDataset(SegmentationDataset):
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         image_id = self.image_ids[index]
-        info = self.coco.imgs[image_id]
-        path = self.files.image_dir / info["file_name"]
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"image {path} (id {image_id} in {self.files.ann_file}) is missing"
-            )
-        image = read_image(path)
-        if image.shape[:2] != (info["height"], info["width"]):
-            raise ValueError(
-                f"image {path} is {image.shape[:2]} but {self.files.ann_file} says "
-                f"{(info['height'], info['width'])} (height, width)"
-            )
+        image, path = self.files.read_image(self.coco, image_id)
         return image, semantic_mask(self.coco, image_id, self.label_of), Path(path).stem

@@ -8,9 +8,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pycocotools.coco import COCO
 
-from src.data.base import dataset_not_found
+from src.data.base import dataset_not_found, read_image
 
 LAYOUT = """\
   annotations/instances_<split>.json   (e.g. instances_val2017.json)
@@ -57,6 +58,20 @@ class CocoFiles:
                 files.image_dir, f"COCO image folder of split '{split}'", LAYOUT, SOURCE
             )
         return files
+
+    def read_image(self, coco: COCO, image_id: int) -> tuple[np.ndarray, Path]:
+        """The RGB image of ``image_id`` and its path, checked against its json record."""
+        info = coco.imgs[image_id]
+        path = self.image_dir / info["file_name"]
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} (id {image_id} in {self.ann_file}) is missing")
+        image = read_image(path)
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise ValueError(
+                f"image {path} is {image.shape[:2]} but {self.ann_file} says "
+                f"{(info['height'], info['width'])} (height, width)"
+            )
+        return image, path
 
 
 def load_coco(ann_file: str | Path) -> COCO:

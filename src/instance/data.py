@@ -21,7 +21,6 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.base import read_image
 from src.data.coco_files import CocoFiles, load_coco, sorted_categories
 from src.data.datamodule import seed_worker
 
@@ -123,18 +122,7 @@ class CocoInstanceDataset(Dataset):
     def read(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
         """Sample ``index`` untransformed: (image H×W×3 uint8 RGB, target arrays, name)."""
         image_id = self.image_ids[index]
-        info = self.coco.imgs[image_id]
-        path = self.files.image_dir / info["file_name"]
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"image {path} (id {image_id} in {self.files.ann_file}) is missing"
-            )
-        image = read_image(path)
-        if image.shape[:2] != (info["height"], info["width"]):
-            raise ValueError(
-                f"image {path} is {image.shape[:2]} but {self.files.ann_file} says "
-                f"{(info['height'], info['width'])} (height, width)"
-            )
+        image, path = self.files.read_image(self.coco, image_id)
         target = annotation_target(self.coco, image_id, self.label_of, self.training)
         return image, target, path.stem
 
