@@ -5,6 +5,7 @@ from src.utils.instantiate import (
     instantiate_loggers,
     instantiate_module,
 )
+from src.utils.resolvers import register_resolvers
 from src.utils.results import checkpoint_paths, collect_results, write_results
 from src.utils.task import log_hyperparameters, task_wrapper
 
@@ -15,6 +16,7 @@ __all__ = [
     "instantiate_loggers",
     "instantiate_module",
     "log_hyperparameters",
+    "register_resolvers",
     "task_wrapper",
     "write_results",
 ]

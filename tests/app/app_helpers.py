@@ -31,14 +31,19 @@ TINY = [
 ]
 
 
-def run_cli(entry: str, *overrides: str, timeout: int = 300, check: bool = True) -> str:
-    """Run ``python -m src.<entry> [overrides]`` from the repository root; return its output."""
+def run_cli(
+    entry: str, *overrides: str, timeout: int = 300, check: bool = True, cwd: Path = ROOT
+) -> str:
+    """Run ``python -m src.<entry> [overrides]`` from ``cwd`` (the repository root); return its
+    output. From another folder the repository is put on PYTHONPATH, as for an outside user."""
     # One intra-op thread: tiny models gain nothing from more, and on a shared 2-core machine
     # OpenMP threads spinning at barriers slow every process down.
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    if Path(cwd) != ROOT:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [sys.executable, "-m", f"src.{entry}", *overrides],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -18,7 +18,9 @@ CLASS_NAMES = SyntheticSegmentationDataset(num_samples=1).class_names
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sweep = tmp_path_factory.mktemp("sweep") / "recurrence"
+    # Started from an empty folder with the default sweep folder, as `make sweep` does: the
+    # sweeper resolves hydra.sweep.dir (under paths.log_dir) before any job has started.
+    launch_dir = tmp_path_factory.mktemp("sweep")
     run_cli(
         "train",
         "-m",
@@ -27,8 +29,9 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "trainer.val_check_interval=2",
         "model.recurrence=0,1",
         "logger=wandb",
-        f"hydra.sweep.dir={sweep}",
+        cwd=launch_dir,
     )
+    (sweep,) = (launch_dir / "logs" / "train" / "multiruns").iterdir()
     return sweep
 
 
