@@ -67,7 +67,7 @@ def summarize(runs: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict
     return rows, [*columns, "global_step", "wall_time_s"]
 
 
-def plot(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str, path: Path) -> None:
+def figure(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str) -> Any:
     """A line of ``metric`` against one numeric swept key; otherwise one bar per job."""
     import matplotlib
 
@@ -80,6 +80,12 @@ def plot(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str, pa
     if numeric and scored:
         points = sorted((float(r[keys[0]]), r[metric]) for r in scored)
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o")
+        labels = {float(r[keys[0]]): str(r[keys[0]]) for r in scored}
+        if len(labels) <= 12:  # few values (e.g. R = 0, 1, 2): tick exactly those
+            ax.set_xticks(sorted(labels), [labels[x] for x in sorted(labels)])
+        for x, y in points:
+            ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
+        ax.margins(y=0.15)  # room for the labels
         ax.set_xlabel(keys[0])
     else:
         labels = [", ".join(f"{k}={r.get(k)}" for k in keys) or r["job"] for r in scored]
@@ -89,6 +95,14 @@ def plot(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str, pa
     ax.set_title(f"{metric} per sweep job")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str, path: Path) -> None:
+    """Save :func:`figure` as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows, keys, metric)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
