@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,3 +152,16 @@ def test_data_config_keeps_the_whole_image() -> None:
     assert (batch["mask"] != IGNORE_INDEX).all()
     keys = (batch["mask"] != 0).sum(dim=(1, 2))
     assert (keys > datamodule.info_dataset.key_size**2).all()  # the key and some shapes
+
+
+def test_data_config_matches_the_class_defaults() -> None:
+    """scripts/context_probe.py builds the dataset from the class defaults; `make sweep` from
+    conf/data/context_toy.yaml. They must describe the same data (e.g. the 40-pixel key)."""
+    dataset = OmegaConf.to_container(OmegaConf.load(DATA_CONFIG).dataset)
+    defaults = inspect.signature(ContextToyDataset).parameters
+    geometry = {k: v for k, v in dataset.items() if k in defaults and k != "num_samples"}
+    assert geometry["key_size"] == 40 and len(geometry) >= 10
+    for key, value in geometry.items():
+        default = defaults[key].default
+        expected = list(default) if isinstance(default, tuple) else default
+        assert value == expected, f"context_toy.yaml {key}={value}, class default {default}"
