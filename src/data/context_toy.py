@@ -16,7 +16,9 @@ The key is 40 pixels wide, 5 cells of a stride-8 feature map: even the near-unif
 of an untrained model then gives it 5 of the 31 positions of a 16×16 map's cross, enough signal
 for R=1 to engage within the 1000 steps of ``experiment=context_toy``. With smaller keys it
 engaged for some seeds only and otherwise stayed at R=0's level (24 pixels: 1 seed of 4;
-32 pixels: 2 of 3).
+32 pixels: 2 of 3). A wider key also puts more of each aligned shape in line with it: 99.5 %
+of the aligned shapes' feature positions have a key position on their row or column with
+40 pixels, 88 % with 24 (none of the off-band shapes' positions do).
 
 Every sample comes from its own random stream seeded by (seed, split, index): the same in
 every process and run, different between splits, nothing kept on disk.

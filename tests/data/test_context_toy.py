@@ -116,6 +116,30 @@ def test_geometry_far_key_and_bands() -> None:
     assert 0.4 < np.mean(aligned) < 0.6
 
 
+def test_reach_on_the_stride_8_feature_map() -> None:
+    """What the sweep relies on, at the model's output stride 8: every feature position of an
+    off-band shape has no key position on its row or column (one criss-cross pass cannot see
+    the key), while most positions of an aligned shape do (one pass can)."""
+    dataset = ContextToyDataset(num_samples=200)
+    stride = 8
+    h, w = (n // stride for n in dataset.image_size)
+    hits = {True: [], False: []}
+    for index in range(len(dataset)):
+        layout = dataset.layout(index)
+        key = np.zeros(dataset.image_size, np.uint8)
+        key[layout.key.top : layout.key.bottom, layout.key.left : layout.key.right] = 1
+        key_cells = key[stride // 2 :: stride, stride // 2 :: stride] > 0
+        key_rows, key_cols = key_cells.any(1), key_cells.any(0)
+        for shape in layout.shapes:
+            canvas = np.zeros(dataset.image_size, np.uint8)
+            draw(canvas, shape)
+            rows, cols = np.nonzero(canvas[stride // 2 :: stride, stride // 2 :: stride])
+            assert rows.size and rows.max() < h and cols.max() < w
+            hits[shape.aligned].extend(key_rows[rows] | key_cols[cols])
+    assert not any(hits[False]), "an off-band shape position sees the key in one pass"
+    assert np.mean(hits[True]) > 0.9
+
+
 def test_aligned_fraction_extremes() -> None:
     for fraction in (0.0, 1.0):
         dataset = small(aligned_fraction=fraction)
