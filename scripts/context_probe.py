@@ -9,6 +9,12 @@ share the key's row/column band (``aligned``) and on those that do not (``off-ba
 should win on the first, only R=2 on both.
 
     PYTHONPATH=. .venv/bin/python scripts/context_probe.py --recurrence 0 1 2
+
+``--sweep DIR`` trains nothing: it scores the best checkpoint of every job of a finished
+``make sweep`` (its multirun folder) the same way, each job's model and data rebuilt from the
+config the job saved.
+
+    PYTHONPATH=. .venv/bin/python scripts/context_probe.py --sweep logs/train/multiruns/<time>
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from src.data.context_toy import ContextToyDataset, draw
@@ -29,6 +37,8 @@ from src.data.transforms import eval_transform, train_transform
 from src.losses import CCNetLoss
 from src.models.ccnet import CCNet
 from src.module import PolyDecay, parameter_groups
+from src.utils.checkpoint import load_checkpoint, net_from_checkpoint
+from src.utils.sweep_summary import load_runs
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--data", nargs="*", default=[], help="dataset kwargs as key=value")
     parser.add_argument("--json", type=Path, help="append one JSON line per run to this file")
+    parser.add_argument("--sweep", type=Path, help="score a finished sweep's checkpoints instead")
     return parser.parse_args()
 
 
@@ -184,10 +195,45 @@ def run(args: argparse.Namespace, recurrence: int) -> dict[str, float]:
     return result
 
 
+def score_sweep(sweep_dir: Path) -> list[dict]:
+    """Evaluate the best checkpoint of every job under ``sweep_dir`` (one dict per job)."""
+    results = []
+    for job in load_runs(sweep_dir):
+        job_dir = sweep_dir / job["job"]
+        config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+        checkpoint_path = job.get("best_model_path") or job.get("last_model_path")
+        net = net_from_checkpoint(
+            config.model, load_checkpoint(checkpoint_path), path=checkpoint_path
+        )
+        dataset = instantiate(config.data.dataset)
+        val = dataset(split=config.data.val_split, transform=eval_transform())
+        result = evaluate(net, val, val.num_classes)
+        result.update(
+            job=job["job"],
+            recurrence=int(config.model.recurrence),
+            seed=config.get("seed"),
+            checkpoint=str(checkpoint_path),
+        )
+        results.append(result)
+    return results
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sweep:
+        for result in score_sweep(args.sweep):
+            print(
+                f"job {result['job']} (R={result['recurrence']}, seed {result['seed']}): "
+                f"mIoU {result['mIoU']:.1f}  aligned acc {result['acc_aligned']:.1f}  "
+                f"off-band acc {result['acc_off_band']:.1f}",
+                flush=True,
+            )
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+        return
     print(
         f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}, "
         f"backbone {args.backbone}, channels {args.channels}, steps {args.steps}, "
