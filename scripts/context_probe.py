@@ -218,6 +218,13 @@ def score_sweep(sweep_dir: Path) -> list[dict]:
     return results
 
 
+def append_json(path: Path | None, result: dict) -> None:
+    """Append ``result`` as one JSON line to ``path`` (nothing when no --json was given)."""
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -230,9 +237,7 @@ def main() -> None:
                 f"off-band acc {result['acc_off_band']:.1f}",
                 flush=True,
             )
-            if args.json:
-                with args.json.open("a") as f:
-                    f.write(json.dumps(result) + "\n")
+            append_json(args.json, result)
         return
     print(
         f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}, "
@@ -250,9 +255,7 @@ def main() -> None:
             f"load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        if args.json:
-            with args.json.open("a") as f:
-                f.write(json.dumps(result) + "\n")
+        append_json(args.json, result)
 
 
 if __name__ == "__main__":

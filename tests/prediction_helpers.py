@@ -8,15 +8,13 @@ set to 0.5 so that the criss-cross path changes the logits (a fresh one is the i
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import cli_helpers
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = cli_helpers.ROOT
 CONF = ROOT / "conf"
 
 # The model of every checkpoint here: resnet10t, 16-channel heads, RCCA with R=2.
@@ -95,17 +93,5 @@ def tiny_cityscapes(base: Path) -> TinyCityscapes:
 
 
 def run_cli(entry: str, *overrides: str, timeout: int = 300) -> str:
-    """Run ``python -m src.<entry> [overrides]`` from the repository root on one thread."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"src.{entry}", *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise AssertionError(f"src.{entry} failed ({proc.returncode}):\n{output[-6000:]}")
-    return output
+    """The shared :func:`cli_helpers.run_cli` with W&B disabled (these runs log to no W&B)."""
+    return cli_helpers.run_cli(entry, *overrides, timeout=timeout, wandb_mode="disabled")

@@ -5,16 +5,14 @@ and into the offline W&B run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from prediction_helpers import ROOT, TinyCityscapes, tiny_cityscapes
+from cli_helpers import run_cli, wandb_summary
+from prediction_helpers import TinyCityscapes, tiny_cityscapes
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -95,24 +93,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyCityscapes:
 def eval_run(tiny: TinyCityscapes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``python -m src.eval`` of the tiny checkpoint with W&B offline."""
     run_dir = tmp_path_factory.mktemp("eval_plots") / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "src.eval",
-            *tiny.overrides(),
-            f"ckpt_path={tiny.ckpt}",
-            "logger=wandb",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    overrides = [f"ckpt_path={tiny.ckpt}", "logger=wandb", f"hydra.run.dir={run_dir}"]
+    run_cli("eval", *tiny.overrides(), *overrides)
     return run_dir
 
 
@@ -137,16 +119,7 @@ def test_results_json_confusion_matrix_agrees_with_its_iou(eval_run):
 
 def test_wandb_offline_run_holds_the_plots(eval_run):
     (run_dir,) = (eval_run / "wandb").glob("offline-run-*")
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    proc = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)["summary"]
+    summary = wandb_summary(run_dir)["summary"]
     for key in ("val/plots/per_class_iou", "val/plots/confusion_matrix"):
         image = summary[key]
         assert image["_type"] == "image-file" and image["format"] == "png"

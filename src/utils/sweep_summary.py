@@ -80,9 +80,9 @@ def figure(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str) 
     if numeric and scored:
         points = sorted((float(r[keys[0]]), r[metric]) for r in scored)
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o")
-        labels = {float(r[keys[0]]): str(r[keys[0]]) for r in scored}
-        if len(labels) <= 12:  # few values (e.g. R = 0, 1, 2): tick exactly those
-            ax.set_xticks(sorted(labels), [labels[x] for x in sorted(labels)])
+        ticks = {float(r[keys[0]]): str(r[keys[0]]) for r in scored}  # value -> as swept
+        if len(ticks) <= 12:  # few values (e.g. R = 0, 1, 2): tick exactly those
+            ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
         for x, y in points:
             ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
         ax.margins(y=0.15)  # room for the labels

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import TINY, run_cli
+from app_helpers import TINY
+from cli_helpers import run_cli
 
 
 @pytest.fixture(scope="session")

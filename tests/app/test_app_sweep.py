@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from app_helpers import TINY, read_results, run_cli
+from app_helpers import TINY, read_results
+from cli_helpers import run_cli, wandb_summary
 
 from src.data.synthetic import SyntheticSegmentationDataset
 
@@ -33,20 +31,6 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (sweep,) = (launch_dir / "logs" / "train" / "multiruns").iterdir()
     return sweep
-
-
-def wandb_summary(run_dir: Path) -> dict:
-    """The offline run's summary and config, read back from its .wandb file by W&B's CLI."""
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    proc = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def test_sweep_writes_a_summary_of_every_job(sweep_dir):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_helpers import CONF, ROOT, TINY, read_results, run_cli
+from app_helpers import CONF, ROOT, TINY, read_results
+from cli_helpers import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from app_helpers import ROOT, read_results, run_cli
+from app_helpers import ROOT, read_results
+from cli_helpers import run_cli
 
 TINY_CONTEXT = [
     "experiment=context_toy",

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from instance_helpers import TINY_DETECTOR_OVERRIDES
 
 from src.instance.module import InstanceSegmentationModule
 from src.utils import instantiate_module
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # A CPU run of a few seconds: one process, tiny detector, one image per step.
 TINY_RUN = [
@@ -29,23 +25,6 @@ TINY_RUN = [
     "data.num_workers=0",
     "module.warmup_steps=1",
 ]
-
-
-def run_cli(entry: str, *overrides: str) -> str:
-    """Run ``python -m src.<entry> [overrides]`` from the repository root; fail with its log."""
-    # One OpenMP thread, as the in-process tests (see conftest.single_thread).
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"src.{entry}", *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"src.{entry} failed ({proc.returncode}):\n{output[-6000:]}"
-    return output
 
 
 @pytest.mark.parametrize("name", ["coco_instance_rcca", "coco_instance_baseline"])

@@ -37,7 +37,7 @@ def _cli_environment() -> Iterator[None]:
 def uninterrupted_run(tmp_path_factory: pytest.TempPathFactory, _cli_environment) -> Path:
     """The resume tests' run, trained without interruption (its last.ckpt is also the
     checkpoint the mismatch tests load with another model or data)."""
-    from app_helpers import run_cli
+    from cli_helpers import run_cli
     from reliability_helpers import RESUMABLE_RUN
 
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"

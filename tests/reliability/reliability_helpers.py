@@ -79,17 +79,3 @@ def differing_tensors(a: Any, b: Any, prefix: str = "") -> list[str]:
             for d in differing_tensors(x, y, f"{prefix}[{i}]")
         ]
     return [] if a == b else [f"{prefix}: {a!r} != {b!r}"]
-
-
-def run_cli_status(entry: str, *overrides: str, timeout: int = 300) -> tuple[int, str]:
-    """Run ``python -m src.<entry>`` like ``app_helpers.run_cli``; return (exit code, output)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", f"src.{entry}", *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return proc.returncode, proc.stdout + proc.stderr

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import CONF, ROOT, TINY, run_cli
+from app_helpers import CONF, ROOT, TINY
+from cli_helpers import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from app_helpers import CONF, ROOT, TINY
+from cli_helpers import run_cli_status
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
-from reliability_helpers import run_cli_status
 
 from src.utils.validate import EXIT_CODE, ConfigError, dataset_num_classes, validate_config
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import run_cli
+from cli_helpers import run_cli
 
 from src.data.fake import write_fake_cityscapes
 

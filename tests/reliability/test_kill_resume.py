@@ -15,7 +15,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from app_helpers import read_results, run_cli
+from app_helpers import read_results
+from cli_helpers import run_cli
 from reliability_helpers import (
     EPOCH,
     RESUMABLE_RUN,

@@ -7,7 +7,8 @@ import math
 import re
 
 import torch
-from app_helpers import TINY, read_results, run_cli
+from app_helpers import TINY, read_results
+from cli_helpers import run_cli
 from reliability_helpers import load
 
 POISONED = [
