@@ -32,13 +32,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from src.app.checkpoint import load_checkpoint, net_from_checkpoint
+from src.app.sweep_summary import load_runs
+from src.core.losses import CCNetLoss
 from src.data.context_toy import ContextToyDataset, draw
 from src.data.transforms import eval_transform, train_transform
-from src.losses import CCNetLoss
 from src.models.ccnet import CCNet
-from src.module import PolyDecay, parameter_groups
-from src.utils.checkpoint import load_checkpoint, net_from_checkpoint
-from src.utils.sweep_summary import load_runs
+from src.tasks.semantic.module import PolyDecay, parameter_groups
 
 
 def parse_args() -> argparse.Namespace:

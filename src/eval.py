@@ -21,8 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
-from src.prediction_files import prediction_writer
-from src.utils import (
+from src.app import (
     collect_results,
     instantiate_callbacks,
     instantiate_loggers,
@@ -31,11 +30,12 @@ from src.utils import (
     task_wrapper,
     write_results,
 )
-from src.utils.checkpoint import check_checkpoint_fits, load_checkpoint
-from src.utils.plots import save_evaluation_plots
-from src.utils.report import iou_table, print_table
-from src.utils.validate import validate_or_exit
-from src.utils.wandb_images import log_image_files
+from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
+from src.app.plots import save_evaluation_plots
+from src.app.report import iou_table, print_table
+from src.app.validate import validate_or_exit
+from src.callbacks.wandb_images import log_image_files
+from src.core.prediction_files import prediction_writer
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The graph takes ``image``, a normalised float32 B×3×H×W batch (the data config's mean/std),
 and returns ``logits``, B×K×H×W float32 at the **input's full resolution**: the net's 1/8
 logits upsampled bilinearly (align_corners=False) inside the graph, exactly as whole-image
-inference does (``src.inference``), so ``argmax(1)`` is the prediction. Batch, height and
+inference does (``src.core.inference``), so ``argmax(1)`` is the prediction. Batch, height and
 width are dynamic. It uses the TorchScript-based exporter (``dynamo=False`` with
 ``dynamic_axes``): torch 2.14's dynamo exporter fails on the criss-cross op with symbolic
 sizes. After export the model is run in onnxruntime at two sizes and compared with PyTorch.
@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from src.utils import task_wrapper, write_results
-from src.utils.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
-from src.utils.results import key_config
-from src.utils.validate import validate_or_exit
+from src.app import task_wrapper, write_results
+from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
+from src.app.results import key_config
+from src.app.validate import validate_or_exit
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from src.app import task_wrapper, write_results
+from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
+from src.app.results import key_config
+from src.app.validate import validate_or_exit
+from src.core.inference import InferenceConfig, predict_logits_with
+from src.core.prediction_files import visual_paths, write_visuals
 from src.data.base import ImageReadError, bit_palette, read_image
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from src.inference import InferenceConfig, predict_logits_with
-from src.prediction_files import visual_paths, write_visuals
-from src.utils import task_wrapper, write_results
-from src.utils.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
-from src.utils.results import key_config
-from src.utils.validate import validate_or_exit
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Fits (``train=true``), optionally tests the best checkpoint (``test=true``), and
 with the same config and seed, it ends with the weights of an uninterrupted run (the data
 order, the generators and the poly schedule continue exactly; README: Reliability).
 
-The config is checked before anything heavy happens (:mod:`src.utils.validate`), and a
+The config is checked before anything heavy happens (:mod:`src.app.validate`), and a
 checkpoint is checked against the model and data before training from it. A run that fails
 writes no ``results.json``.
 """
@@ -21,7 +21,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from src.utils import (
+from src.app import (
     checkpoint_paths,
     collect_results,
     instantiate_callbacks,
@@ -31,8 +31,8 @@ from src.utils import (
     task_wrapper,
     write_results,
 )
-from src.utils.checkpoint import check_checkpoint_fits, load_checkpoint
-from src.utils.validate import validate_or_exit
+from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
+from src.app.validate import validate_or_exit
 
 log = logging.getLogger(__name__)
 

@@ -53,8 +53,8 @@ def tiny_cityscapes(base: Path) -> TinyCityscapes:
     import hydra
     import pytorch_lightning as pl
 
+    from src.app import instantiate_module
     from src.data.fake import write_fake_cityscapes
-    from src.utils import instantiate_module
 
     root, ckpt = base / "cityscapes", base / "tiny.ckpt"
     tiny = TinyCityscapes(root, ckpt)

@@ -16,7 +16,7 @@ from prediction_helpers import TinyCityscapes, tiny_cityscapes
 from torch import nn
 from torch.utils.data import DataLoader
 
-from src.module import SegmentationModule
+from src.tasks.semantic.module import SegmentationModule
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NUM_CLASSES = 4

@@ -10,10 +10,10 @@ import pytest
 import torch
 from prediction_helpers import MODEL, TinyCityscapes, compose_config, run_cli, tiny_cityscapes
 
+from src.app.checkpoint import load_checkpoint, net_from_checkpoint
+from src.core.inference import predict_logits
 from src.export import check_shapes, compare_onnx, export, export_onnx
-from src.inference import predict_logits
 from src.models.ccnet import CCNet
-from src.utils.checkpoint import load_checkpoint, net_from_checkpoint
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

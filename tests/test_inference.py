@@ -1,4 +1,4 @@
-"""Tests of src.inference: whole vs sliding window, tiles, scales, flips and argument checks.
+"""Tests of src.core.inference: whole vs sliding window, tiles, scales, flips and argument checks.
 
 Stand-in models keep these tests independent of the real CCNet: ``Stride8Net`` follows its
 contract (dict with ``out`` at ceil(H/8)×ceil(W/8)); the others make the expected answer
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.inference import InferenceConfig, predict_logits, predict_logits_with, slide_windows
+from src.core.inference import InferenceConfig, predict_logits, predict_logits_with, slide_windows
 
 CLASSES = 5
 

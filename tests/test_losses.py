@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.losses import (
+from src.core.losses import (
     CCNetLoss,
     category_consistent_loss,
     cross_entropy,

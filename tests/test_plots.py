@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.utils.plots import (
+from src.app.plots import (
     normalise_rows,
     plot_confusion_matrix,
     plot_per_class_iou,

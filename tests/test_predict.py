@@ -19,14 +19,14 @@ from prediction_helpers import (
     tiny_cityscapes,
 )
 
+from src.app.checkpoint import load_checkpoint, net_from_checkpoint
+from src.core.inference import predict_logits
+from src.core.prediction_files import overlay
 from src.data.base import ImageReadError, read_image
 from src.data.cityscapes import PALETTE
 from src.data.synthetic import class_colours
 from src.data.transforms import eval_transform
-from src.inference import predict_logits
 from src.predict import class_palette, image_files, predict
-from src.prediction_files import overlay
-from src.utils.checkpoint import load_checkpoint, net_from_checkpoint
 
 SLIDE = ["inference=slide", "inference.crop_size=[48,48]", "inference.stride=[32,32]"]
 

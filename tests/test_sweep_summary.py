@@ -7,7 +7,7 @@ import json
 import matplotlib.pyplot as plt
 import pytest
 
-from src.utils.sweep_summary import (
+from src.app.sweep_summary import (
     figure,
     load_runs,
     markdown,

@@ -13,8 +13,8 @@ from typing import Any
 
 from src.bench.common import base_parser, print_table, time_alternating, write_json
 from src.data.cityscapes import CityscapesDataset
-from src.data.datamodule import SegmentationDataModule
 from src.data.fake import write_fake_cityscapes
+from src.tasks.semantic.datamodule import SegmentationDataModule
 
 
 def _datamodule(root: Path, crop: tuple[int, int], batch_size: int, workers: int):

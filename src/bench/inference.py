@@ -1,6 +1,6 @@
 """Inference benchmark: images/s of whole, sliding-window and multi-scale + flip prediction.
 
-Runs :func:`src.inference.predict_logits` on Cityscapes-sized images (1024×2048, 769 tiles at
+Runs :func:`src.core.inference.predict_logits` on Cityscapes-sized images (1024×2048, 769 tiles at
 stride 513) with a small CCNet (ResNet-18-D backbone, 64 channels, random weights) in eval
 mode, and reports how much batching the tiles (``--tile-batch-size``) gains over feeding them
 one at a time. ``--quick`` shrinks image and tiles by 4 and times one run each;
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from src.bench.common import base_parser, print_table, time_alternating, write_json
-from src.inference import predict_logits
+from src.core.inference import predict_logits
 
 NAME = "inference"
 MULTI_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75)

@@ -17,9 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
+from src.app import instantiate_callbacks, instantiate_loggers, instantiate_module
 from src.data.fake import write_all
-from src.module import SegmentationModule
-from src.utils import instantiate_callbacks, instantiate_loggers, instantiate_module
+from src.tasks.semantic.module import SegmentationModule
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -200,7 +200,7 @@ def test_output_folders_have_sub_second_precision():
     cfg = load("train")
     assert "%f" in OmegaConf.to_container(cfg.hydra.run)["dir"]
     assert "%f" in OmegaConf.to_container(cfg.hydra.sweep)["dir"]
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "src.utils.sweep_summary.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "src.app.sweep_summary.SweepSummary"
 
 
 def test_slurm_launcher_sizes_the_job_from_the_trainer():

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from src.utils import instantiate_module
+from src.app import instantiate_module
 
 
 def test_ddp_sim_trains_end_to_end(tmp_path):

@@ -14,8 +14,13 @@ from cityscapesscripts.helpers.labels import trainId2label
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from src.losses import CCNetLoss
-from src.module import PolyDecay, SegmentationModule, parameter_groups, warn_if_padded
+from src.core.losses import CCNetLoss
+from src.tasks.semantic.module import (
+    PolyDecay,
+    SegmentationModule,
+    parameter_groups,
+    warn_if_padded,
+)
 
 IGNORE = 255
 

@@ -10,10 +10,10 @@ import torch
 
 from src.data.base import SegmentationDataset
 from src.data.cityscapes import CityscapesDataset
-from src.data.datamodule import SegmentationDataModule
 from src.data.lip import LIPDataset
 from src.data.synthetic import SyntheticSegmentationDataset
 from src.data.transforms import PairSwappingHorizontalFlip
+from src.tasks.semantic.datamodule import SegmentationDataModule
 
 
 def synthetic_module(

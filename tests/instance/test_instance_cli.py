@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from instance_helpers import TINY_DETECTOR_OVERRIDES
 
-from src.instance.module import InstanceSegmentationModule
-from src.utils import instantiate_module
+from src.app import instantiate_module
+from src.tasks.instance.module import InstanceSegmentationModule
 
 # A CPU run of a few seconds: one process, tiny detector, one image per step.
 TINY_RUN = [
@@ -31,9 +31,9 @@ TINY_RUN = [
 def test_experiments_hold_the_1x_recipe(name):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={name}"])
-    assert cfg.model._target_ == "src.instance.model.RCCAMaskRCNN"
-    assert cfg.module._target_ == "src.instance.module.InstanceSegmentationModule"
-    assert cfg.data._target_ == "src.instance.data.InstanceDataModule"
+    assert cfg.model._target_ == "src.models.mask_rcnn.RCCAMaskRCNN"
+    assert cfg.module._target_ == "src.tasks.instance.module.InstanceSegmentationModule"
+    assert cfg.data._target_ == "src.tasks.instance.datamodule.InstanceDataModule"
     assert "loss" not in cfg and cfg.get("inference") is None
     assert (cfg.model.context, cfg.model.recurrence) == (
         ("rcca", 2) if name == "coco_instance_rcca" else ("none", 0)

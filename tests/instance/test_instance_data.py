@@ -11,12 +11,8 @@ import torch
 
 from src.data.base import DatasetNotFoundError
 from src.data.coco_files import load_coco
-from src.instance.data import (
-    CocoInstanceDataset,
-    InstanceDataModule,
-    apply_transform,
-    train_transform,
-)
+from src.data.coco_instance import CocoInstanceDataset, apply_transform, train_transform
+from src.tasks.instance.datamodule import InstanceDataModule
 
 # The fake scene (src/data/fake.py): category ids 18 dog, 1 person, 3 car -> labels by id.
 NAMES = ["background", "person", "car", "dog"]

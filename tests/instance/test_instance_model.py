@@ -9,7 +9,7 @@ from instance_helpers import TINY_DETECTOR
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from src.instance.model import RCCAMaskRCNN, StageContext, TimmFPNBackbone, create_body
+from src.models.mask_rcnn import RCCAMaskRCNN, StageContext, TimmFPNBackbone, create_body
 
 
 def test_stage_context_variants():

@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from instance_helpers import TINY_DETECTOR
 
-from src.instance.data import InstanceDataModule
-from src.instance.model import RCCAMaskRCNN
-from src.instance.module import InstanceSegmentationModule, WarmupSchedule
+from src.models.mask_rcnn import RCCAMaskRCNN
+from src.tasks.instance.datamodule import InstanceDataModule
+from src.tasks.instance.module import InstanceSegmentationModule, WarmupSchedule
 
 
 def test_warmup_then_steps_at_the_1x_milestones():

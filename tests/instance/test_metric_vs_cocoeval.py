@@ -13,8 +13,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
 from src.data.coco_files import load_coco
-from src.instance.data import CocoInstanceDataset
-from src.instance.module import IOU_TYPES, coco_map, detections_for_metric, targets_for_metric
+from src.data.coco_instance import CocoInstanceDataset
+from src.tasks.instance.module import IOU_TYPES, coco_map, detections_for_metric, targets_for_metric
 
 # COCOeval.stats in order, as torchmetrics names them.
 STAT_KEYS = (

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from src.losses import CCNetLoss
+from src.core.losses import CCNetLoss
 from src.models.ccnet import CCNet
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -13,10 +13,10 @@ from app_helpers import CONF, ROOT, TINY
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import src.utils.atomic as atomic
-from src.utils.atomic import atomic_open, atomic_write_text
-from src.utils.checkpoint_io import AtomicCheckpointIO
-from src.utils.results import RESULTS_FILE, write_results
+import src.core.atomic as atomic
+from src.app.results import RESULTS_FILE, write_results
+from src.callbacks.checkpoint_io import AtomicCheckpointIO
+from src.core.atomic import atomic_open, atomic_write_text
 
 
 class HalfWrittenError(RuntimeError):

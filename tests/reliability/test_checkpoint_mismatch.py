@@ -11,7 +11,7 @@ from cli_helpers import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from src.utils.checkpoint import CheckpointMismatchError, load_checkpoint, net_from_checkpoint
+from src.app.checkpoint import CheckpointMismatchError, load_checkpoint, net_from_checkpoint
 
 
 def last_checkpoint(run_dir: Path) -> Path:

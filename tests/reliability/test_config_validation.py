@@ -1,5 +1,5 @@
 """A misspelt key fails with Hydra's struct error; invalid values fail at start, before any
-work, with one line naming the key (src/utils/validate.py)."""
+work, with one line naming the key (src/app/validate.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
-from src.utils.validate import EXIT_CODE, ConfigError, dataset_num_classes, validate_config
+from src.app.validate import EXIT_CODE, ConfigError, dataset_num_classes, validate_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

@@ -7,10 +7,10 @@ from functools import partial
 import pytest
 import torch
 
-from src.data.datamodule import SegmentationDataModule
 from src.data.resumable import ResumableSampler, seed_pipeline
 from src.data.synthetic import SyntheticSegmentationDataset
 from src.data.transforms import train_transform
+from src.tasks.semantic.datamodule import SegmentationDataModule
 
 BATCHES_PER_EPOCH = 4
 

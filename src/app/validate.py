@@ -17,7 +17,7 @@ Hydra composes the config, before a dataset is scanned or a backbone built:
 - ``model.num_classes`` / ``module.num_classes``, when someone sets them, agree with the
   dataset's classes (the code takes the class count from the data; a different number would
   silently be ignored);
-- ``inference.*`` passes :class:`src.inference.InferenceConfig`'s checks (positive tiles, a
+- ``inference.*`` passes :class:`src.core.inference.InferenceConfig`'s checks (positive tiles, a
   stride no larger than the tile: a larger one leaves pixels no tile covers);
 - a training run has a finite length (``trainer.max_steps``, or ``max_epochs``): the poly
   schedule needs one;
@@ -191,7 +191,7 @@ def _check_inference(cfg: DictConfig) -> None:
     inference = _value(cfg, "inference")
     if not isinstance(inference, dict):
         return
-    from src.inference import InferenceConfig
+    from src.core.inference import InferenceConfig
 
     try:
         InferenceConfig(**inference)

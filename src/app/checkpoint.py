@@ -78,7 +78,7 @@ def checkpoint_hparams(checkpoint: Mapping[str, Any], key: str = "ckpt_path") ->
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(
             f"{key}: the checkpoint's hyper_parameters have no num_classes; was it saved by "
-            "src.module.SegmentationModule?"
+            "src.tasks.semantic.module.SegmentationModule?"
         )
     names = list(hparams.get("class_names") or [f"class_{i}" for i in range(num_classes)])
     if len(names) != num_classes:

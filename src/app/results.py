@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from src.utils.atomic import atomic_write_text
+from src.core.atomic import atomic_write_text
 
 RESULTS_FILE = "results.json"
 

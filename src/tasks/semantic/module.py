@@ -2,7 +2,7 @@
 
 The optimiser is the CCNet recipe (SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly decay
 of power 0.9 stepped every iteration to the trainer's last step). Validation and test run the
-shared :func:`src.inference.predict_logits` on full-resolution images, so the numbers logged
+shared :func:`src.core.inference.predict_logits` on full-resolution images, so the numbers logged
 here are the numbers ``src.eval`` and ``src.predict`` reproduce.
 
 A non-finite training loss stops the run with the step and the loss terms that were NaN/inf
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from src.inference import InferenceConfig, predict_logits_with
+from src.core.inference import InferenceConfig, predict_logits_with
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,

@@ -1,7 +1,7 @@
 """Lightning ``CheckpointIO`` that never leaves a truncated checkpoint behind.
 
 :class:`AtomicCheckpointIO` streams ``torch.save`` into a temporary file next to the target,
-fsyncs it and renames it over the target (:mod:`src.utils.atomic`): a run killed or failing
+fsyncs it and renames it over the target (:mod:`src.core.atomic`): a run killed or failing
 while saving ``last.ckpt`` keeps the previous ``last.ckpt`` intact, and a checkpoint file
 that exists is always complete. Loading uses ``torch.load(weights_only=True)`` unless a
 caller asks otherwise, so resuming never runs code stored in a checkpoint. Plugged into the
@@ -19,7 +19,7 @@ from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from src.utils.atomic import atomic_open
+from src.core.atomic import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

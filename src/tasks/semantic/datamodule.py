@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import cv2
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader
 
+from src.core.datamodule import seed_worker
 from src.data.base import IGNORE_INDEX, SegmentationDataset
 from src.data.resumable import ResumableDataLoader, ResumableSampler, SeededSamples, derive_seed
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
-
-
-def seed_worker(worker_id: int, rank: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy, ``random`` and the dataset's albumentations
-    pipeline (which keeps its own RNG in 2.x) from the loader's per-worker seed and the rank."""
-    seed = derive_seed(torch.initial_seed(), rank)
-    np.random.seed(seed)  # noqa: NPY002 - code in the dataset may use the legacy global RNG
-    random.seed(seed)
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
 
 
 class SegmentationDataModule(pl.LightningDataModule):

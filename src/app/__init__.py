@@ -1,13 +1,13 @@
 """Application helpers shared by the entry points: instantiation, results files, callbacks."""
 
-from src.utils.instantiate import (
+from src.app.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
     instantiate_module,
 )
-from src.utils.resolvers import register_resolvers
-from src.utils.results import checkpoint_paths, collect_results, write_results
-from src.utils.task import log_hyperparameters, task_wrapper
+from src.app.resolvers import register_resolvers
+from src.app.results import checkpoint_paths, collect_results, write_results
+from src.app.task import log_hyperparameters, task_wrapper
 
 __all__ = [
     "checkpoint_paths",

@@ -15,8 +15,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.utils.report import print_table, runs_table
-from src.utils.results import RESULTS_FILE
+from src.app.report import print_table, runs_table
+from src.app.results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger
 
-from src.utils.checkpoint import model_description
+from src.app.checkpoint import model_description
 
 
 def _instantiate_all(cfg: DictConfig | None, key: str, kind: type) -> list:

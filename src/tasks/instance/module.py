@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric
 from torchmetrics.detection import MeanAveragePrecision
 
-from src.module import metric_key
+from src.tasks.semantic.module import metric_key
 
 SCHEDULES = ("step", "poly")
 IOU_TYPES = ("bbox", "segm")

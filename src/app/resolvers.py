@@ -1,4 +1,4 @@
-"""OmegaConf resolvers used by ``conf/``; registered when ``src.utils`` is imported.
+"""OmegaConf resolvers used by ``conf/``; registered when ``src.app`` is imported.
 
 ``${launch_dir:}`` is the directory the command was started from. Unlike
 ``${hydra:runtime.cwd}`` it resolves before Hydra has set its runtime config, which the

@@ -1,0 +1,298 @@
+"""Segmentation inference: whole image or sliding window, × scales, × horizontal flip.
+
+One function, :func:`predict_logits`, serves validation, test, eval and predict alike, so the
+numbers a run reports are the ones its predictions show. Every view (scale × flip) yields
+float32 logits at the input's full resolution, and those **logits are averaged** — over tile
+overlaps, scales and flips alike (DESIGN.md: "logits averaged"; mmseg averages softmax
+probabilities instead, which changes the argmax only where views disagree).
+
+The caller owns the model's mode: call ``model.eval()`` first (BatchNorm and Dropout behave
+differently in training); this module never switches it. Gradients are off inside.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MODES = ("whole", "slide")
+
+Pair = tuple[int, int]
+Window = tuple[int, int, int, int]
+
+
+@dataclass
+class InferenceConfig:
+    """The app's ``inference:`` config group; lists and single ints are normalised to pairs."""
+
+    mode: str = "whole"
+    crop_size: Pair = (769, 769)
+    stride: Pair = (513, 513)
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    tile_batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        self.mode = _check_mode(self.mode)
+        self.crop_size, self.stride = _check_window(self.crop_size, self.stride)
+        self.scales = _check_scales(self.scales)
+        self.flip = bool(self.flip)
+        self.tile_batch_size = _check_tile_batch_size(self.tile_batch_size)
+
+
+def predict_logits(
+    model: nn.Module,
+    images: Tensor,
+    mode: str = "whole",
+    crop_size: int | Sequence[int] = (769, 769),
+    stride: int | Sequence[int] = (513, 513),
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    flip_pairs: Sequence[Sequence[int]] = (),
+    tile_batch_size: int = 4,
+    num_classes: int | None = None,
+) -> Tensor:
+    """B×K×H×W float32 logits of ``images`` (B×C×H×W, normalised), averaged over all views.
+
+    ``model(x)`` returns B×K×h×w logits (any h×w, typically ceil(H/8)), or a dict holding them
+    under ``out``. They are upsampled bilinearly (align_corners=False): in slide mode to the
+    tile, whose mosaic is then resized to H×W; in whole mode straight to H×W, one resize
+    instead of two for a rescaled view. ``flip_pairs`` lists class pairs that swap under a
+    horizontal flip (LIP's left/right arms, legs, shoes). Views are summed into one B×K×H×W
+    buffer, so memory stays at the batch's logits plus one scaled view, whatever the scales.
+    """
+    mode = _check_mode(mode)
+    crop, step = _check_window(crop_size, stride)
+    scales = _check_scales(scales)
+    tile_batch_size = _check_tile_batch_size(tile_batch_size)
+    flip_pairs = _check_flip_pairs(flip_pairs, num_classes)
+    if images.dim() != 4:
+        raise ValueError(f"images must be B×C×H×W, got shape {tuple(images.shape)}")
+    size = (images.shape[-2], images.shape[-1])
+    flips = (False, True) if flip else (False,)
+
+    total: Tensor | None = None
+    with torch.no_grad():
+        for scale in scales:
+            scaled = _rescale(images, scale)
+            for flipped in flips:
+                view = scaled.flip(-1) if flipped else scaled
+                if mode == "whole":
+                    logits = _forward(model, view, size)
+                else:
+                    logits = _slide(model, view, crop, step, tile_batch_size)
+                _check_classes(logits, num_classes)
+                if flipped:
+                    logits = _unflip(logits, flip_pairs)
+                logits = _resize(logits, size)
+                if total is None:  # a copy: the model's own output must not be summed into
+                    total = logits.clone(memory_format=torch.contiguous_format)
+                else:
+                    total += logits
+                del logits
+        assert total is not None
+        views = len(scales) * len(flips)
+        if views > 1:
+            total /= views
+    return total
+
+
+def predict_logits_with(
+    model: nn.Module,
+    images: Tensor,
+    config: InferenceConfig,
+    flip_pairs: Sequence[Sequence[int]] = (),
+    num_classes: int | None = None,
+) -> Tensor:
+    """:func:`predict_logits` with the settings of an :class:`InferenceConfig`."""
+    return predict_logits(
+        model, images, flip_pairs=flip_pairs, num_classes=num_classes, **asdict(config)
+    )
+
+
+def slide_windows(height: int, width: int, crop_size: Pair, stride: Pair) -> list[Window]:
+    """Tiles (y1, y2, x1, x2) over a height×width image already padded to at least the crop.
+
+    The layout of mmseg's slide_inference: ``max(ceil((H - crop) / stride), 0) + 1`` tiles per
+    axis, each ``stride`` apart, the last one shifted back to end at the border.
+    """
+    (crop_h, crop_w), (step_h, step_w) = crop_size, stride
+    if height < crop_h or width < crop_w:
+        raise ValueError(f"image {height}×{width} is smaller than the crop {crop_h}×{crop_w}")
+    ys = list(_starts(height, crop_h, step_h))
+    xs = list(_starts(width, crop_w, step_w))
+    return [(y, y + crop_h, x, x + crop_w) for y in ys for x in xs]
+
+
+def _starts(length: int, crop: int, step: int) -> Iterator[int]:
+    """Start offsets of the tiles along one axis."""
+    grids = max(math.ceil((length - crop) / step), 0) + 1
+    for i in range(grids):
+        yield min(i * step, length - crop)
+
+
+def _slide(model: nn.Module, image: Tensor, crop: Pair, stride: Pair, batch: int) -> Tensor:
+    """Logits at ``image``'s size from overlapping crop-sized tiles, averaged by a count map.
+
+    The image is zero-padded at the bottom/right to at least the crop; tiles of every image in
+    the batch go through the model ``batch`` at a time.
+    """
+    n, _, height, width = image.shape
+    pad_h, pad_w = max(crop[0] - height, 0), max(crop[1] - width, 0)
+    if pad_h or pad_w:
+        image = F.pad(image, (0, pad_w, 0, pad_h))
+    full_h, full_w = height + pad_h, width + pad_w
+    windows = slide_windows(full_h, full_w, crop, stride)
+
+    count = torch.zeros((1, 1, full_h, full_w), dtype=torch.float32, device=image.device)
+    for y1, y2, x1, x2 in windows:
+        count[..., y1:y2, x1:x2] += 1
+    jobs = [(b, w) for b in range(n) for w in windows]
+    total: Tensor | None = None
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start : start + batch]
+        tiles = torch.stack([image[b, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in chunk])
+        logits = _forward(model, tiles, crop)
+        if total is None:
+            total = logits.new_zeros((n, logits.shape[1], full_h, full_w))
+        for tile, (b, (y1, y2, x1, x2)) in zip(logits, chunk):
+            total[b, :, y1:y2, x1:x2] += tile
+    assert total is not None
+    total /= count
+    return total[..., :height, :width]
+
+
+def _forward(model: nn.Module, images: Tensor, size: Pair) -> Tensor:
+    """The model's main logits as float32, upsampled bilinearly to ``size``."""
+    out = model(images)
+    if isinstance(out, Mapping):
+        out = out["out"]
+    if not isinstance(out, Tensor) or out.dim() != 4 or out.shape[0] != images.shape[0]:
+        raise TypeError("model must return B×K×h×w logits or a dict holding them under 'out'")
+    return _resize(out.float(), size)
+
+
+def _resize(logits: Tensor, size: Pair) -> Tensor:
+    """Bilinear resize (align_corners=False) in float32; a no-op when the size already fits."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    with torch.autocast(logits.device.type, enabled=False):
+        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def _rescale(images: Tensor, scale: float) -> Tensor:
+    """The images resized bilinearly by ``scale`` (sides rounded, at least 1 pixel)."""
+    if scale == 1.0:
+        return images
+    height, width = images.shape[-2:]
+    size = (max(round(height * scale), 1), max(round(width * scale), 1))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+def _unflip(logits: Tensor, flip_pairs: tuple[Pair, ...]) -> Tensor:
+    """Flip logits of a mirrored view back and swap the channels of left/right class pairs."""
+    logits = logits.flip(-1)
+    if not flip_pairs:
+        return logits
+    classes = logits.shape[1]
+    _check_flip_pairs(flip_pairs, classes)
+    order = list(range(classes))
+    for a, b in flip_pairs:
+        order[a], order[b] = b, a
+    return logits[:, order]
+
+
+def _check_classes(logits: Tensor, num_classes: int | None) -> None:
+    """Fail clearly when the model's channel count disagrees with the expected classes."""
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f"model returned {logits.shape[1]} channels, expected {num_classes}")
+
+
+def _check_flip_pairs(
+    flip_pairs: Sequence[Sequence[int]], num_classes: int | None
+) -> tuple[Pair, ...]:
+    """Flip pairs as int pairs of distinct class indices, within ``num_classes`` when known."""
+    pairs = []
+    for pair in flip_pairs:
+        items = list(pair)
+        if len(items) != 2 or not all(_is_int(c) for c in items) or items[0] == items[1]:
+            raise ValueError(f"flip_pairs must hold pairs of two class indices; got {pair!r}")
+        a, b = int(items[0]), int(items[1])
+        if min(a, b) < 0 or (num_classes is not None and max(a, b) >= num_classes):
+            raise ValueError(f"flip pair {(a, b)} is out of range for {num_classes} classes")
+        pairs.append((a, b))
+    return tuple(pairs)
+
+
+def _is_int(value: object) -> bool:
+    """True for ints (numpy's included), false for bools and floats."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_mode(mode: str) -> str:
+    """The mode, if it is one this module knows."""
+    if mode not in MODES:
+        raise ValueError(f"inference.mode must be one of {', '.join(MODES)}; got {mode!r}")
+    return mode
+
+
+def _pair(value: int | Sequence[int], key: str) -> Pair:
+    """An int or an (h, w) sequence of positive ints as a pair; errors name the config key."""
+    if _is_int(value):
+        items = [value, value]
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        items = list(value)
+    else:
+        items = []
+    if len(items) != 2 or not all(_is_int(v) for v in items):
+        raise ValueError(f"{key} must be an int or a pair of ints (h, w); got {value!r}")
+    if min(items) <= 0:
+        raise ValueError(f"{key} must be positive; got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _check_window(crop_size: int | Sequence[int], stride: int | Sequence[int]) -> tuple[Pair, Pair]:
+    """Crop and stride as positive pairs; a stride beyond the crop would leave pixels unseen."""
+    crop = _pair(crop_size, "inference.crop_size")
+    step = _pair(stride, "inference.stride")
+    if step[0] > crop[0] or step[1] > crop[1]:
+        raise ValueError(
+            f"inference.stride {step} is larger than inference.crop_size {crop}: "
+            "the tiles would leave gaps"
+        )
+    return crop, step
+
+
+def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """Scales as a non-empty tuple of positive finite floats."""
+    if isinstance(scales, numbers.Real):
+        scales = (scales,)
+    try:
+        values = () if isinstance(scales, str) else tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        values = ()
+    if not values or not all(math.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"inference.scales must be a non-empty list of positive numbers; {scales}")
+    return values
+
+
+def _check_tile_batch_size(value: int) -> int:
+    """The tile batch size, a positive int."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"inference.tile_batch_size must be a positive int; got {value!r}")
+    return int(value)
+
+
+__all__ = [
+    "MODES",
+    "InferenceConfig",
+    "predict_logits",
+    "predict_logits_with",
+    "slide_windows",
+]
