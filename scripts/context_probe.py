@@ -35,10 +35,11 @@ from torch.utils.data import DataLoader
 from src.app.checkpoint import load_checkpoint, net_from_checkpoint
 from src.app.sweep_summary import load_runs
 from src.core.losses import CCNetLoss
+from src.core.optim import PolyDecay, parameter_groups
+from src.data.base import IGNORE_INDEX
 from src.data.context_toy import ContextToyDataset, draw
 from src.data.transforms import eval_transform, train_transform
 from src.models.ccnet import CCNet
-from src.tasks.semantic.module import PolyDecay, parameter_groups
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,7 +123,7 @@ def evaluate(model: CCNet, val: ContextToyDataset, num_classes: int) -> dict[str
         logits = model(image)["out"]
         logits = F.interpolate(logits, size=mask.shape, mode="bilinear", align_corners=False)
         pred = logits.argmax(1)[0]
-        valid = mask != 255
+        valid = mask != IGNORE_INDEX
         confusion += torch.bincount(
             mask[valid] * num_classes + pred[valid], minlength=num_classes**2
         ).view(num_classes, num_classes)
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace, recurrence: int) -> dict[str, float]:
             if step % 50 == 0 or step == args.steps:
                 print(
                     f"  R={recurrence} step {step}: loss {losses['loss'].item():.3f} "
-                    f"gamma {model.head.context.gamma.item():+.4f} "
+                    f"gamma {model.head.context.cca.gamma.item():+.4f} "
                     f"({time.perf_counter() - wall0:.0f} s)",
                     flush=True,
                 )
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace, recurrence: int) -> dict[str, float]:
         train_wall_s=train_wall,
         train_cpu_s=train_cpu,
         val_wall_s=time.perf_counter() - wall1,
-        gamma=float(model.head.context.gamma.detach()),
+        gamma=float(model.head.context.cca.gamma.detach()),
     )
     return result
 

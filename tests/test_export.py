@@ -76,7 +76,7 @@ def test_export_cli_matches_pytorch_inference_at_two_sizes(tiny, tmp_path, singl
 def _set_attention_scale(net: CCNet, value: float) -> None:
     """Fill the parameter that scales the attention's residual branch: RCCA's ``gamma``,
     the non-local block's output BatchNorm weight (both zero at init)."""
-    names = ("head.context.gamma", "head.context.norm.weight")
+    names = ("head.context.cca.gamma", "head.context.norm.weight")
     params = [p for n, p in net.named_parameters() if n in names]
     assert len(params) == 1
     with torch.no_grad():

@@ -1,8 +1,10 @@
-"""CCNet models: criss-cross attention, heads, the dilated backbone and the full network."""
+"""CCNet models: criss-cross attention, the context table, heads, the dilated backbone and the
+full network."""
 
 from .attention import CrissCrossAttention, CrissCrossAttention3d, NonLocalBlock
 from .backbone import create_backbone
 from .ccnet import CCNet
+from .context import RecurrentCrissCross, build_context
 from .heads import FCNHead, NonLocalHead, RCCAHead
 
 __all__ = [
@@ -13,5 +15,7 @@ __all__ = [
     "NonLocalBlock",
     "NonLocalHead",
     "RCCAHead",
+    "RecurrentCrissCross",
+    "build_context",
     "create_backbone",
 ]

@@ -1,4 +1,4 @@
-"""Segmentation heads: the CCNet context head (RCCA or non-local) and the auxiliary FCN head.
+"""Segmentation heads: the CCNet head around a context module, and the auxiliary FCN head.
 
 Norms are plain ``nn.BatchNorm2d`` with a separate ReLU so that
 ``nn.SyncBatchNorm.convert_sync_batchnorm`` converts them without losing the activation
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .attention import CrissCrossAttention, NonLocalBlock
+from .context import build_context
 
 
 class ConvBNReLU(nn.Sequential):
@@ -41,7 +41,7 @@ class ContextHead(nn.Module):
 
     3×3 conv in→C + BN + ReLU → context → 3×3 conv C→C + BN + ReLU → concat with the input
     (input first) → 3×3 conv in+C→C + BN + ReLU → Dropout2d → 1×1 classifier.
-    Subclasses define how ``context`` is applied in :meth:`apply_context`.
+    ``context`` maps (B, C, H, W) → (B, C, H, W); see :func:`src.models.context.build_context`.
     """
 
     def __init__(
@@ -63,24 +63,20 @@ class ContextHead(nn.Module):
             init_weights(part)  # the context module keeps its own init (e.g. gamma = 0)
         nn.init.normal_(self.classifier.weight, std=0.01)
 
-    def apply_context(self, x: Tensor) -> Tensor:
-        """Apply the context module to the reduced features."""
-        return self.context(x)
-
     def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Logits at the input's resolution; with ``return_features`` also the context
         features after the projection conv (the input of the CCL embedding)."""
-        features = self.project(self.apply_context(self.reduce(x)))
+        features = self.project(self.context(self.reduce(x)))
         fused = self.fuse(torch.cat([x, features], dim=1))
         logits = self.classifier(self.dropout(fused))
         return (logits, features) if return_features else logits
 
 
 class RCCAHead(ContextHead):
-    """Recurrent criss-cross attention head: one shared CCA module applied ``recurrence`` times.
+    """The CCNet head with RCCA: one shared CCA module applied ``recurrence`` times.
 
-    ``recurrence=0`` is the FCN baseline with the same convs and the same parameter count; the
-    unused CCA parameters are then frozen so that DDP and weight decay leave them alone.
+    ``recurrence=0`` is the FCN baseline (same convs and parameter count, attention frozen);
+    reading or setting ``recurrence`` goes to the context module.
     """
 
     def __init__(
@@ -91,24 +87,16 @@ class RCCAHead(ContextHead):
         recurrence: int = 2,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__(in_channels, channels, num_classes, CrissCrossAttention(channels), dropout)
-        self.recurrence = recurrence
+        context = build_context("rcca", channels, recurrence)
+        super().__init__(in_channels, channels, num_classes, context, dropout)
 
     @property
     def recurrence(self) -> int:
-        return self._recurrence
+        return self.context.recurrence
 
     @recurrence.setter
     def recurrence(self, value: int) -> None:
-        if int(value) != value or value < 0:
-            raise ValueError(f"model.recurrence must be an integer >= 0, got {value!r}")
-        self._recurrence = int(value)
-        self.context.requires_grad_(self._recurrence > 0)
-
-    def apply_context(self, x: Tensor) -> Tensor:
-        for _ in range(self.recurrence):
-            x = self.context(x)
-        return x
+        self.context.recurrence = value
 
     def extra_repr(self) -> str:
         return f"recurrence={self.recurrence}"
@@ -120,7 +108,8 @@ class NonLocalHead(ContextHead):
     def __init__(
         self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1
     ) -> None:
-        super().__init__(in_channels, channels, num_classes, NonLocalBlock(channels), dropout)
+        context = build_context("nonlocal", channels)
+        super().__init__(in_channels, channels, num_classes, context, dropout)
 
 
 class FCNHead(nn.Module):

@@ -1,8 +1,9 @@
-"""Mask R-CNN on a timm ResNet whose last stage is followed by RCCA (or a non-local block).
+"""Mask R-CNN on a timm ResNet whose last stage is followed by a context module (RCCA…).
 
 The paper's COCO experiment: torchvision's Mask R-CNN with an FPN over ResNet stages 1–4 at
 strides 4–32 (not the dilated stride-8 backbone of :mod:`src.models.backbone`), with the
-context module applied to the stage-4 features before they enter the FPN.
+context module of :mod:`src.models.context` applied to the stage-4 features before they
+enter the FPN (``context="none"``: the plain Mask R-CNN).
 """
 
 from __future__ import annotations
@@ -20,40 +21,11 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from src.models.attention import CrissCrossAttention, NonLocalBlock
 from src.models.backbone import check_weights
+from src.models.context import build_context, check_context, check_recurrence, no_weight_decay_names
 
-CONTEXTS = ("rcca", "nonlocal", "none")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 """The ResNet stages whose outputs (strides 4, 8, 16, 32) feed the FPN."""
-
-
-class StageContext(nn.Module):
-    """Context on one feature map: one criss-cross attention module applied ``recurrence``
-    times with shared weights (RCCA), a non-local block, or nothing (``recurrence=0`` or
-    ``context="none"``: the plain Mask R-CNN baseline)."""
-
-    def __init__(self, channels: int, context: str = "rcca", recurrence: int = 2) -> None:
-        super().__init__()
-        if context not in CONTEXTS:
-            raise ValueError(f"model.context must be one of {', '.join(CONTEXTS)}; got {context!r}")
-        if recurrence < 0:
-            raise ValueError(f"model.recurrence must be >= 0; got {recurrence}")
-        self.context = context if (context != "rcca" or recurrence > 0) else "none"
-        self.recurrence = recurrence if self.context == "rcca" else 0
-        if self.context == "rcca":
-            self.block: nn.Module = CrissCrossAttention(channels)
-        elif self.context == "nonlocal":
-            self.block = NonLocalBlock(channels)
-        else:
-            self.block = nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.context != "rcca":
-            return self.block(x)
-        for _ in range(self.recurrence):
-            x = self.block(x)
-        return x
 
 
 def _load_local_weights(body: nn.Module, name: str, path: Path) -> None:
@@ -125,13 +97,14 @@ class TimmFPNBackbone(nn.Module):
         freeze_bn: bool = True,
     ) -> None:
         super().__init__()
+        context, recurrence = check_context(context), check_recurrence(recurrence)  # before timm
         body = create_body(name, pretrained)
         if freeze_bn:  # after loading: frozen BN keeps the loaded statistics
             body = freeze_batch_norm_2d(body)
         freeze_stages(body, trainable_stages)
         self.body = body
         channels = body.feature_info.channels()
-        self.context = StageContext(channels[-1], context, recurrence)
+        self.context = build_context(context, channels[-1], recurrence)
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
 
@@ -181,11 +154,13 @@ class RCCAMaskRCNN(MaskRCNN):
         )
         self.num_classes = num_classes
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to keep out of weight decay: the attention scales γ (timm's hook)."""
+        return no_weight_decay_names(self)
+
 
 __all__ = [
-    "CONTEXTS",
     "RCCAMaskRCNN",
-    "StageContext",
     "TimmFPNBackbone",
     "create_body",
     "freeze_stages",

@@ -9,27 +9,28 @@ from instance_helpers import TINY_DETECTOR
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from src.models.mask_rcnn import RCCAMaskRCNN, StageContext, TimmFPNBackbone, create_body
+from src.models.context import build_context
+from src.models.mask_rcnn import RCCAMaskRCNN, TimmFPNBackbone, create_body
 
 
-def test_stage_context_variants():
+def test_stage4_context_variants():
     x = torch.randn(2, 16, 5, 7)
     for context, recurrence in (("rcca", 2), ("nonlocal", 2), ("none", 2), ("rcca", 0)):
-        module = StageContext(16, context, recurrence).eval()
+        module = build_context(context, 16, recurrence).eval()
         torch.testing.assert_close(module(x), x)  # gamma / the BN scale start at 0: identity
-    assert StageContext(16, "rcca", 0).context == "none"
-    assert not list(StageContext(16, "none").parameters())
+    assert not list(build_context("none", 16).parameters())  # the plain Mask R-CNN
+    assert not any(p.requires_grad for p in build_context("rcca", 16, 0).parameters())
     with pytest.raises(ValueError, match="model.context"):
-        StageContext(16, "aspp")
+        TimmFPNBackbone("resnet10t", context="aspp")
 
 
 def test_rcca_recurrence_shares_one_module():
     torch.manual_seed(0)
-    once, twice = StageContext(8, "rcca", 1), StageContext(8, "rcca", 2)
+    once, twice = build_context("rcca", 8, 1), build_context("rcca", 8, 2)
     twice.load_state_dict(once.state_dict())
     with torch.no_grad():
-        once.block.gamma.fill_(0.5)
-        twice.block.gamma.fill_(0.5)
+        once.cca.gamma.fill_(0.5)
+        twice.cca.gamma.fill_(0.5)
     x = torch.randn(1, 8, 6, 5)
     torch.testing.assert_close(twice(x), once(once(x)))
     assert sum(p.numel() for p in once.parameters()) == sum(p.numel() for p in twice.parameters())
@@ -109,7 +110,8 @@ def test_mask_rcnn_trains_and_detects():
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
-    gamma = net.backbone.context.block.gamma
+    gamma = net.backbone.context.cca.gamma
+    assert net.no_weight_decay() == {"backbone.context.cca.gamma"}
     assert gamma.grad is not None and gamma.grad.abs().item() > 0  # RCCA is in the graph
     net.eval()
     with torch.no_grad():

@@ -85,7 +85,7 @@ def test_two_passes_of_an_rcca_head_reach_every_position():
     torch.manual_seed(0)
     head = RCCAHead(in_channels=8, channels=16, num_classes=3, recurrence=2).double().train()
     with torch.no_grad():
-        head.context.gamma.fill_(0.5)
+        head.context.cca.gamma.fill_(0.5)
     features = _random(1, 8, 6, 7, seed=7)
     passes = recurrent_attention_weights(head, features)
     assert len(passes) == 2 and head.training  # the mode is restored
@@ -93,9 +93,9 @@ def test_two_passes_of_an_rcca_head_reach_every_position():
     # pass 1 reads the reduced features, pass 2 the output of pass 1
     with torch.no_grad():
         head.eval()
-        x1 = head.reduce(features)
-        torch.testing.assert_close(passes[0], attention_weights(head.context, x1))
-        torch.testing.assert_close(passes[1], attention_weights(head.context, head.context(x1)))
+        cca, x1 = head.context.cca, head.reduce(features)
+        torch.testing.assert_close(passes[0], attention_weights(cca, x1))
+        torch.testing.assert_close(passes[1], attention_weights(cca, cca(x1)))
 
     mask = criss_cross_mask((6, 7))
     assert (passes[0][0][~mask] == 0).all()  # one pass: only the cross

@@ -1,4 +1,4 @@
-"""CCNet end to end: output dict and shapes, parameter counts, gradients, SyncBN, param groups."""
+"""CCNet end to end: output dict and shapes, parameter counts, gradients, SyncBN, no-decay names."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from src.core.losses import CCNetLoss
+from src.models.attention import CrissCrossAttention
 from src.models.ccnet import CCNet
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -49,8 +50,11 @@ def test_optional_aux_and_embedding_are_left_out():
 
 def test_recurrence_does_not_change_the_parameter_count():
     counts = {r: _params(CCNet(K, recurrence=r, **SMALL)) for r in range(4)}
-    assert len(set(counts.values())) == 1, counts
-    assert _params(CCNet(K, context="none", **SMALL)) == counts[2]
+    assert len(set(counts.values())) == 1, counts  # R=0, the FCN baseline, included
+    # context=none has no context module at all: fewer parameters, by exactly the attention's
+    none = CCNet(K, context="none", **SMALL)
+    assert isinstance(none.head.context, nn.Identity)
+    assert _params(none) == counts[0] - _params(CrissCrossAttention(SMALL["channels"]))
 
 
 def test_unknown_context_names_the_config_key():
@@ -65,7 +69,7 @@ def test_gradients_reach_backbone_head_gamma_and_embedding():
     images = torch.randn(2, 3, 48, 48)
     target = torch.randint(0, K, (2, 48, 48))
     target[:, :8] = 255
-    gamma = model.head.context.gamma
+    gamma = model.head.context.cca.gamma
     assert gamma.item() == 0.0
     criterion(model(images), target)["loss"].backward()
     for name, param in [
@@ -80,7 +84,7 @@ def test_gradients_reach_backbone_head_gamma_and_embedding():
         assert param.grad is not None, name
         assert torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
-    query = model.head.context.query.weight
+    query = model.head.context.cca.query.weight
     assert query.grad.abs().sum() == 0  # gamma = 0 hides the attention's projections at init
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     optimizer.step()
@@ -105,24 +109,8 @@ def test_batchnorm_converts_to_syncbatchnorm_without_changing_outputs():
         torch.testing.assert_close(synced(images)["out"], expected)
 
 
-def test_param_groups_cover_each_trainable_parameter_once():
-    model = CCNet(K, embed_dim=4, **SMALL)
-    groups = model.param_groups(lr=0.01, weight_decay=5e-4, head_lr_mult=10.0)
-    grouped = [p for g in groups for p in g["params"]]
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    assert len(grouped) == len(trainable) and {id(p) for p in grouped} == {id(p) for p in trainable}
-    by_name = {g["name"]: g for g in groups}
-    assert any(p is model.head.context.gamma for p in by_name["head/no_decay"]["params"])
-    assert any(p is model.embed.weight for p in by_name["head/decay"]["params"])
-    for group in groups:
-        decays = all(p.ndim > 1 for p in group["params"])
-        assert group["weight_decay"] == (5e-4 if decays else 0.0)
-        assert group["lr"] == pytest.approx(0.01 if group["name"].startswith("backbone") else 0.1)
-    torch.optim.SGD(groups, lr=0.01, momentum=0.9)  # usable as is
-
-
-def test_baseline_param_groups_skip_the_frozen_attention():
-    model = CCNet(K, context="none", **SMALL)
-    grouped = {id(p) for g in model.param_groups(lr=0.01, weight_decay=0.0) for p in g["params"]}
-    assert id(model.head.context.gamma) not in grouped
-    assert id(model.head.reduce[0].weight) in grouped
+def test_no_weight_decay_names_the_attention_gamma():
+    model = CCNet(K, **SMALL)
+    assert model.no_weight_decay() == {"head.context.cca.gamma"}
+    assert "head.context.cca.gamma" in dict(model.named_parameters())
+    assert CCNet(K, context="nonlocal", **SMALL).no_weight_decay() == set()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from src.models.attention import CrissCrossAttention, NonLocalBlock
+from src.models.context import RecurrentCrissCross
 from src.models.heads import FCNHead, NonLocalHead, RCCAHead
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -29,7 +30,8 @@ def test_context_head_shapes_and_features(head_cls):
 
 
 def test_heads_use_their_context_module():
-    assert isinstance(RCCAHead(IN, CH, K).context, CrissCrossAttention)
+    rcca = RCCAHead(IN, CH, K).context
+    assert isinstance(rcca, RecurrentCrissCross) and isinstance(rcca.cca, CrissCrossAttention)
     assert isinstance(NonLocalHead(IN, CH, K).context, NonLocalBlock)
 
 
@@ -43,9 +45,11 @@ def test_fuse_conv_sees_backbone_and_context_channels():
 def test_shared_cca_applied_recurrence_times(recurrence):
     head = RCCAHead(IN, CH, K, recurrence=recurrence)
     calls = []
-    head.context.register_forward_hook(lambda *args: calls.append(1))
+    head.context.cca.register_forward_hook(lambda *args: calls.append(1))
     head(torch.randn(1, IN, 5, 6))
     assert len(calls) == recurrence
+    assert head.recurrence == head.context.recurrence == recurrence
+    assert f"recurrence={recurrence}" in repr(head)
     assert _count(head) == _count(RCCAHead(IN, CH, K, recurrence=0))
 
 
@@ -55,10 +59,11 @@ def test_recurrence_zero_is_the_baseline_without_attention():
     x = torch.randn(1, IN, 6, 5)
     before = head(x)
     with torch.no_grad():
-        head.context.gamma.fill_(3.0)
+        head.context.cca.gamma.fill_(3.0)
     assert torch.equal(head(x), before)  # CCA kept for the parameter count, never applied
     assert not any(p.requires_grad for p in head.context.parameters())
     head.recurrence = 1
+    assert head.context.recurrence == 1
     assert all(p.requires_grad for p in head.context.parameters())
     assert not torch.allclose(head(x), before)
 
@@ -70,7 +75,7 @@ def test_negative_recurrence_names_the_config_key():
 
 def test_fresh_cca_keeps_gamma_zero_after_head_init():
     head = RCCAHead(IN, CH, K)
-    assert head.context.gamma.item() == 0.0
+    assert head.context.cca.gamma.item() == 0.0
 
 
 def test_fcn_head_shape_and_dropout():
