@@ -33,7 +33,7 @@ from src.app import (
 from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
 from src.app.plots import save_evaluation_plots
 from src.app.report import iou_table, print_table
-from src.app.validate import validate_or_exit
+from src.app.validate import CheckedConfig, validate_or_exit
 from src.callbacks.wandb_images import log_image_files
 from src.core.prediction_files import prediction_writer
 
@@ -43,7 +43,7 @@ SPLITS = ("val", "test")
 
 
 @task_wrapper
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, checked: CheckedConfig | None = None) -> dict[str, Any]:
     """Build data, model and trainer; validate or test the checkpoint; return the results."""
     start = time.perf_counter()
     ckpt_path = _checked_inputs(cfg)
@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path, mmap=True)
     check_checkpoint_fits(checkpoint, cfg.model, datamodule.num_classes, path=ckpt_path)
     del checkpoint
-    module = instantiate_module(cfg, datamodule)
+    module = instantiate_module(cfg, datamodule, checked.inference if checked else None)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     writer = prediction_writer(cfg.get("export"), datamodule)
     if writer is not None:
@@ -137,8 +137,8 @@ def _write_plots(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the split's mIoU."""
-    validate_or_exit(cfg)
-    return evaluate(cfg)["metrics"].get(f"{cfg.split}/mIoU")
+    checked = validate_or_exit(cfg)
+    return evaluate(cfg, checked)["metrics"].get(f"{cfg.split}/mIoU")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from src.app import task_wrapper, write_results
 from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
 from src.app.results import key_config
-from src.app.validate import validate_or_exit
-from src.core.inference import InferenceConfig, predict_logits_with
+from src.app.validate import CheckedConfig, validate_or_exit
+from src.core.inference import InferenceConfig, check_flip_pairs, predict_logits_with
 from src.core.prediction_files import visual_paths, write_visuals
 from src.data.base import ImageReadError, bit_palette, read_image
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 @task_wrapper
-def predict(cfg: DictConfig) -> dict[str, Any]:
+def predict(cfg: DictConfig, checked: CheckedConfig | None = None) -> dict[str, Any]:
     """Check the inputs, rebuild the net from the checkpoint, segment every image, report."""
     start = time.perf_counter()
     ckpt_path, source, output = (_required(cfg, k) for k in ("ckpt_path", "input", "output"))
@@ -44,10 +44,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     images = image_files(source, exclude=Path(output))
     checkpoint = load_checkpoint(ckpt_path)
     hparams = checkpoint_hparams(checkpoint)
-    num_classes, flip_pairs = hparams["num_classes"], hparams["flip_pairs"]
+    num_classes = hparams["num_classes"]
+    flip_pairs = check_flip_pairs(hparams["flip_pairs"], num_classes)
     device = _device(cfg.get("device", "auto"))
     net = net_from_checkpoint(cfg.model, checkpoint, path=ckpt_path).to(device)
-    inference = inference_config(cfg.get("inference"))
+    inference = checked.inference if checked else None
+    inference = inference or InferenceConfig.from_config(cfg.get("inference"))
     palette, palette_source = class_palette(cfg.data, num_classes)
     transform = eval_transform(
         cfg.data.get("mean", IMAGENET_MEAN), cfg.data.get("std", IMAGENET_STD)
@@ -148,15 +150,6 @@ def class_palette(data_cfg: DictConfig, num_classes: int) -> tuple[list[list[int
     return bit_palette(num_classes), "generated"
 
 
-def inference_config(node: DictConfig | None) -> InferenceConfig:
-    """The ``inference:`` group as an :class:`InferenceConfig` (unknown keys name the group)."""
-    values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    try:
-        return InferenceConfig(**values)
-    except TypeError as err:
-        raise ValueError(f"inference: {err}") from err
-
-
 def _fits(palette: object, num_classes: int) -> bool:
     """Whether ``palette`` is a sequence of at least ``num_classes`` RGB triples."""
     if not isinstance(palette, Sequence) or len(palette) < num_classes:
@@ -194,8 +187,8 @@ def _progress() -> Progress:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    validate_or_exit(cfg)
-    predict(cfg)
+    checked = validate_or_exit(cfg)
+    predict(cfg, checked)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,13 @@ from src.app import (
     write_results,
 )
 from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
-from src.app.validate import validate_or_exit
+from src.app.validate import CheckedConfig, validate_or_exit
 
 log = logging.getLogger(__name__)
 
 
 @task_wrapper
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, checked: CheckedConfig | None = None) -> dict[str, Any]:
     """Seed, build data, model, callbacks, loggers and trainer; fit; test; return the results."""
     start = time.perf_counter()
     if cfg.get("seed") is not None:
@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = load_checkpoint(ckpt_path, mmap=True)
         check_checkpoint_fits(checkpoint, cfg.model, datamodule.num_classes, path=ckpt_path)
         del checkpoint
-    module = instantiate_module(cfg, datamodule)
+    module = instantiate_module(cfg, datamodule, checked.inference if checked else None)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
@@ -107,8 +107,8 @@ def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the optimised metric for sweepers."""
-    validate_or_exit(cfg)
-    return optimized_value(cfg, train(cfg))
+    checked = validate_or_exit(cfg)
+    return optimized_value(cfg, train(cfg, checked))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger
 
 from src.app.checkpoint import model_description
+from src.core.inference import InferenceConfig
 
 
 def _instantiate_all(cfg: DictConfig | None, key: str, kind: type) -> list:
@@ -40,14 +41,20 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return _instantiate_all(cfg, "logger", Logger)
 
 
-def instantiate_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+def instantiate_module(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    inference: InferenceConfig | None = None,
+) -> pl.LightningModule:
     """The ``module:`` LightningModule around ``model:`` and ``loss:``, sized by the data.
 
     The number of classes, class names, ignore label and flip pairs come from the data module,
     so a model config never repeats (and never contradicts) what the dataset knows; the
-    resolved ``model:`` config goes in as ``model_config`` (kept in checkpoints). Only the
-    facts the module's constructor takes are passed (a detector's module has no ignore label
-    or flip pairs); ``loss: null`` builds no criterion, for nets that compute their own losses.
+    ignore label reaches the module and the criterion from there alone. The resolved
+    ``model:`` config goes in as ``model_config`` (kept in checkpoints), and ``inference`` (the
+    one the config check built; else built here from ``inference:``) as it is. Only the facts
+    the module's constructor takes are passed (a detector's module has no ignore label, flip
+    pairs or inference); ``loss: null`` builds no criterion, for nets that compute their own.
     """
     loss = cfg.get("loss")
     if loss and loss.get("ccl") and not cfg.model.get("embed_dim"):
@@ -62,6 +69,7 @@ def instantiate_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> p
         "flip_pairs": lambda: [list(pair) for pair in datamodule.flip_pairs],
         # saved in checkpoints: a resume or eval with another backbone names the difference
         "model_config": lambda: model_description(cfg.model),
+        "inference": lambda: inference or InferenceConfig.from_config(cfg.get("inference")),
     }
     kwargs = {
         "net": hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes),
@@ -69,7 +77,9 @@ def instantiate_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> p
     }
     if loss:
         kwargs["criterion"] = hydra.utils.instantiate(loss, ignore_index=datamodule.ignore_index)
-    return hydra.utils.instantiate(cfg.module, **kwargs)
+    # objects go in as they are, not through an OmegaConf merge (which would turn the
+    # InferenceConfig dataclass back into a config node)
+    return hydra.utils.instantiate(cfg.module, _partial_=True)(**kwargs)
 
 
 def _constructor_arguments(node: DictConfig) -> set[str] | None:

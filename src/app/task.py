@@ -15,17 +15,17 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Run ``task(cfg)``, log a failure with its output folder, and always close W&B.
+def task_wrapper(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``task(cfg, ...)``, log a failure with its output folder, and always close W&B.
 
     Closing the W&B run matters in multirun: every job of a sweep runs in the same process,
     and without ``wandb.finish()`` the next job would keep logging into the previous run.
     """
 
     @functools.wraps(task)
-    def wrapped(cfg: DictConfig) -> Any:
+    def wrapped(cfg: DictConfig, *args: Any, **kwargs: Any) -> Any:
         try:
-            return task(cfg)
+            return task(cfg, *args, **kwargs)
         except Exception:
             output_dir = OmegaConf.select(
                 cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False

@@ -7,8 +7,8 @@ Hydra composes the config, before a dataset is scanned or a backbone built:
 
 - every key of a ``_target_`` node (model, module, loss, data, data.dataset, trainer) is an
   argument of the class it names (a ``+model.recurence=2`` would only fail deep inside);
-- ``model.backbone`` is a timm model name; ``model.context`` is rcca | nonlocal | none;
-  ``model.recurrence`` is an int >= 0;
+- ``model.backbone`` is a timm model name; ``model.context`` and ``model.recurrence`` pass
+  the models' own checks (:mod:`src.models.context`: a known context, an int >= 0);
 - ``data.crop_size`` is two positive ints. Any such crop is possible: the training pipeline
   pads images smaller than the crop (with the ignore label), so "a crop larger than the
   image" is not an error. The real limit is BatchNorm: training needs more than one value
@@ -17,14 +17,16 @@ Hydra composes the config, before a dataset is scanned or a backbone built:
 - ``model.num_classes`` / ``module.num_classes``, when someone sets them, agree with the
   dataset's classes (the code takes the class count from the data; a different number would
   silently be ignored);
-- ``inference.*`` passes :class:`src.core.inference.InferenceConfig`'s checks (positive tiles, a
-  stride no larger than the tile: a larger one leaves pixels no tile covers);
+- ``inference.*`` builds an :class:`src.core.inference.InferenceConfig` (its checks: positive
+  tiles, a stride no larger than the tile...); that object is returned in a
+  :class:`CheckedConfig` and passed on, so the run never builds or checks it again;
 - a training run has a finite length (``trainer.max_steps``, or ``max_epochs``): the poly
   schedule needs one;
 - ``ckpt_path``, when given, is a file.
 
 The entry points call :func:`validate_or_exit`: an invalid config logs
-``invalid config: <key>...`` and ends the process with exit code 2.
+``invalid config: <key>...`` and ends the process with exit code 2; a valid one gives the
+:class:`CheckedConfig` the run goes on with.
 """
 
 from __future__ import annotations
@@ -35,16 +37,18 @@ import logging
 import math
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.core.inference import InferenceConfig
+
 log = logging.getLogger(__name__)
 
 OUTPUT_STRIDE = 8  # the dilated backbones' feature stride (src.models.backbone)
-CONTEXTS = ("rcca", "nonlocal", "none")
 TARGET_NODES = ("model", "module", "loss", "data", "data.dataset", "trainer")
 EXIT_CODE = 2
 
@@ -53,21 +57,30 @@ class ConfigError(ValueError):
     """An invalid config value; the message names the key."""
 
 
-def validate_config(cfg: DictConfig) -> None:
+@dataclass(frozen=True)
+class CheckedConfig:
+    """What checking the config built on the way, passed on so that nothing rebuilds (and
+    re-checks) it: the ``inference:`` settings (None when the config has no such group)."""
+
+    inference: InferenceConfig | None = None
+
+
+def validate_config(cfg: DictConfig) -> CheckedConfig:
     """Raise :class:`ConfigError` for the first invalid setting (see the module docstring)."""
     _check_arguments(cfg)
     _check_model(cfg)
     _check_data(cfg)
     _check_num_classes(cfg)
-    _check_inference(cfg)
+    inference = _build_inference(cfg)
     _check_length(cfg)
     _check_ckpt_path(cfg)
+    return CheckedConfig(inference=inference)
 
 
-def validate_or_exit(cfg: DictConfig) -> None:
+def validate_or_exit(cfg: DictConfig) -> CheckedConfig:
     """:func:`validate_config` for the entry points: log the one-line reason and exit (2)."""
     try:
-        validate_config(cfg)
+        return validate_config(cfg)
     except ConfigError as err:
         log.error("invalid config: %s", err)
         sys.exit(EXIT_CODE)
@@ -125,12 +138,15 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 
 def _check_model(cfg: DictConfig) -> None:
-    recurrence = _value(cfg, "model.recurrence")
-    if recurrence is not None and not (_is_int(recurrence) and recurrence >= 0):
-        raise ConfigError(f"model.recurrence must be an int >= 0; got {recurrence!r}")
-    context = _value(cfg, "model.context")
-    if context is not None and context not in CONTEXTS:
-        raise ConfigError(f"model.context must be one of {', '.join(CONTEXTS)}; got {context!r}")
+    from src.models.context import check_context, check_recurrence  # the models' own checks
+
+    for key, check in (("model.recurrence", check_recurrence), ("model.context", check_context)):
+        value = _value(cfg, key)
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
     backbone = _value(cfg, "model.backbone")
     if backbone is not None:
         import timm
@@ -187,17 +203,14 @@ def _check_num_classes(cfg: DictConfig) -> None:
             )
 
 
-def _check_inference(cfg: DictConfig) -> None:
-    inference = _value(cfg, "inference")
-    if not isinstance(inference, dict):
-        return
-    from src.core.inference import InferenceConfig
-
+def _build_inference(cfg: DictConfig) -> InferenceConfig | None:
+    """The run's :class:`InferenceConfig`, built (and so checked) once, here."""
+    node = OmegaConf.select(cfg, "inference", default=None)
+    if not isinstance(node, DictConfig):
+        return None
     try:
-        InferenceConfig(**inference)
-    except TypeError as err:
-        raise ConfigError(f"inference: {err}") from err
-    except ValueError as err:
+        return InferenceConfig.from_config(node)
+    except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from err
 
 

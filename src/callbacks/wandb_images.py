@@ -97,7 +97,7 @@ class WandbSegmentationLogger(Callback):
 
         class_names = list(pl_module.hparams.get("class_names") or [])
         labels = dict(enumerate(class_names))
-        labels[int(pl_module.hparams.get("ignore_index", 255))] = "ignore"
+        labels[int(pl_module.hparams.ignore_index)] = "ignore"
         payload: dict[str, Any] = {}
         if self._samples:
             payload["val/predictions"] = [

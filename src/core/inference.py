@@ -3,8 +3,12 @@
 One function, :func:`predict_logits`, serves validation, test, eval and predict alike, so the
 numbers a run reports are the ones its predictions show. Every view (scale × flip) yields
 float32 logits at the input's full resolution, and those **logits are averaged** — over tile
-overlaps, scales and flips alike (DESIGN.md: "logits averaged"; mmseg averages softmax
+overlaps, scales and flips alike (as the official CCNet code does; mmseg averages softmax
 probabilities instead, which changes the argmax only where views disagree).
+
+The settings are an :class:`InferenceConfig`, checked once when it is built
+(:meth:`InferenceConfig.from_config` from the ``inference:`` config group); the per-batch path
+:func:`predict_logits_with` trusts it and checks nothing but the model's output.
 
 The caller owns the model's mode: call ``model.eval()`` first (BatchNorm and Dropout behave
 differently in training); this module never switches it. Gradients are off inside.
@@ -15,10 +19,12 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 MODES = ("whole", "slide")
@@ -27,9 +33,10 @@ Pair = tuple[int, int]
 Window = tuple[int, int, int, int]
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceConfig:
-    """The app's ``inference:`` config group; lists and single ints are normalised to pairs."""
+    """The app's ``inference:`` config group, checked once: lists and single ints become
+    pairs, and every value is valid (``crop_size`` and ``stride`` matter in slide mode only)."""
 
     mode: str = "whole"
     crop_size: Pair = (769, 769)
@@ -39,54 +46,100 @@ class InferenceConfig:
     tile_batch_size: int = 4
 
     def __post_init__(self) -> None:
-        self.mode = _check_mode(self.mode)
-        self.crop_size, self.stride = _check_window(self.crop_size, self.stride)
-        self.scales = _check_scales(self.scales)
-        self.flip = bool(self.flip)
-        self.tile_batch_size = _check_tile_batch_size(self.tile_batch_size)
+        crop, step = _check_window(self.crop_size, self.stride)
+        checked = {
+            "mode": _check_mode(self.mode),
+            "crop_size": crop,
+            "stride": step,
+            "scales": _check_scales(self.scales),
+            "flip": bool(self.flip),
+            "tile_batch_size": _check_tile_batch_size(self.tile_batch_size),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_config(cls, node: InferenceConfig | Mapping[str, Any] | None) -> InferenceConfig:
+        """The one constructor from a config node (a DictConfig, a checkpoint's plain dict, or
+        None for the defaults); an unknown key is an error naming ``inference.<key>``."""
+        if isinstance(node, cls):
+            return node
+        if node is None:
+            return cls()
+        if OmegaConf.is_config(node):  # plain values, interpolations resolved
+            node = OmegaConf.to_container(node, resolve=True)
+        known = [f.name for f in fields(cls)]
+        unknown = [key for key in node if key not in known]
+        if unknown:
+            raise ValueError(
+                f"inference.{unknown[0]} is not an inference setting (known: {', '.join(known)})"
+            )
+        return cls(**node)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (lists, not tuples) for hyperparameters and results files."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def predict_logits(
     model: nn.Module,
     images: Tensor,
-    mode: str = "whole",
-    crop_size: int | Sequence[int] = (769, 769),
-    stride: int | Sequence[int] = (513, 513),
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
+    config: InferenceConfig | None = None,
     flip_pairs: Sequence[Sequence[int]] = (),
-    tile_batch_size: int = 4,
     num_classes: int | None = None,
+    **settings: Any,
 ) -> Tensor:
     """B×K×H×W float32 logits of ``images`` (B×C×H×W, normalised), averaged over all views.
+
+    The settings are an :class:`InferenceConfig` or its fields as keywords (``mode``,
+    ``crop_size``, ``stride``, ``scales``, ``flip``, ``tile_batch_size``), checked here once;
+    see :func:`predict_logits_with` for the computation. ``flip_pairs`` lists class pairs that
+    swap under a horizontal flip (LIP's left/right arms, legs, shoes).
+    """
+    if not isinstance(config, InferenceConfig | None):
+        raise TypeError(
+            f"predict_logits takes an InferenceConfig or keyword settings (mode=..., "
+            f"crop_size=...), not {config!r}"
+        )
+    if config is not None and settings:
+        raise TypeError("pass either an InferenceConfig or its settings as keywords, not both")
+    config = config if config is not None else InferenceConfig(**settings)
+    pairs = check_flip_pairs(flip_pairs, num_classes)
+    return predict_logits_with(model, images, config, pairs, num_classes)
+
+
+def predict_logits_with(
+    model: nn.Module,
+    images: Tensor,
+    config: InferenceConfig,
+    flip_pairs: Sequence[Pair] = (),
+    num_classes: int | None = None,
+) -> Tensor:
+    """:func:`predict_logits` for settings and flip pairs already checked (the per-batch path).
 
     ``model(x)`` returns B×K×h×w logits (any h×w, typically ceil(H/8)), or a dict holding them
     under ``out``. They are upsampled bilinearly (align_corners=False): in slide mode to the
     tile, whose mosaic is then resized to H×W; in whole mode straight to H×W, one resize
-    instead of two for a rescaled view. ``flip_pairs`` lists class pairs that swap under a
-    horizontal flip (LIP's left/right arms, legs, shoes). Views are summed into one B×K×H×W
-    buffer, so memory stays at the batch's logits plus one scaled view, whatever the scales.
+    instead of two for a rescaled view. Views are summed into one B×K×H×W buffer, so memory
+    stays at the batch's logits plus one scaled view, whatever the scales.
     """
-    mode = _check_mode(mode)
-    crop, step = _check_window(crop_size, stride)
-    scales = _check_scales(scales)
-    tile_batch_size = _check_tile_batch_size(tile_batch_size)
-    flip_pairs = _check_flip_pairs(flip_pairs, num_classes)
     if images.dim() != 4:
         raise ValueError(f"images must be B×C×H×W, got shape {tuple(images.shape)}")
     size = (images.shape[-2], images.shape[-1])
-    flips = (False, True) if flip else (False,)
+    flips = (False, True) if config.flip else (False,)
 
     total: Tensor | None = None
     with torch.no_grad():
-        for scale in scales:
+        for scale in config.scales:
             scaled = _rescale(images, scale)
             for flipped in flips:
                 view = scaled.flip(-1) if flipped else scaled
-                if mode == "whole":
+                if config.mode == "whole":
                     logits = _forward(model, view, size)
                 else:
-                    logits = _slide(model, view, crop, step, tile_batch_size)
+                    logits = _slide(
+                        model, view, config.crop_size, config.stride, config.tile_batch_size
+                    )
                 _check_classes(logits, num_classes)
                 if flipped:
                     logits = _unflip(logits, flip_pairs)
@@ -97,23 +150,10 @@ def predict_logits(
                     total += logits
                 del logits
         assert total is not None
-        views = len(scales) * len(flips)
+        views = len(config.scales) * len(flips)
         if views > 1:
             total /= views
     return total
-
-
-def predict_logits_with(
-    model: nn.Module,
-    images: Tensor,
-    config: InferenceConfig,
-    flip_pairs: Sequence[Sequence[int]] = (),
-    num_classes: int | None = None,
-) -> Tensor:
-    """:func:`predict_logits` with the settings of an :class:`InferenceConfig`."""
-    return predict_logits(
-        model, images, flip_pairs=flip_pairs, num_classes=num_classes, **asdict(config)
-    )
 
 
 def slide_windows(height: int, width: int, crop_size: Pair, stride: Pair) -> list[Window]:
@@ -195,13 +235,14 @@ def _rescale(images: Tensor, scale: float) -> Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
 
-def _unflip(logits: Tensor, flip_pairs: tuple[Pair, ...]) -> Tensor:
+def _unflip(logits: Tensor, flip_pairs: Sequence[Pair]) -> Tensor:
     """Flip logits of a mirrored view back and swap the channels of left/right class pairs."""
     logits = logits.flip(-1)
     if not flip_pairs:
         return logits
     classes = logits.shape[1]
-    _check_flip_pairs(flip_pairs, classes)
+    if max(max(pair) for pair in flip_pairs) >= classes:
+        raise ValueError(f"flip pairs {list(flip_pairs)} are out of range for {classes} classes")
     order = list(range(classes))
     for a, b in flip_pairs:
         order[a], order[b] = b, a
@@ -214,8 +255,8 @@ def _check_classes(logits: Tensor, num_classes: int | None) -> None:
         raise ValueError(f"model returned {logits.shape[1]} channels, expected {num_classes}")
 
 
-def _check_flip_pairs(
-    flip_pairs: Sequence[Sequence[int]], num_classes: int | None
+def check_flip_pairs(
+    flip_pairs: Sequence[Sequence[int]], num_classes: int | None = None
 ) -> tuple[Pair, ...]:
     """Flip pairs as int pairs of distinct class indices, within ``num_classes`` when known."""
     pairs = []
@@ -292,6 +333,7 @@ def _check_tile_batch_size(value: int) -> int:
 __all__ = [
     "MODES",
     "InferenceConfig",
+    "check_flip_pairs",
     "predict_logits",
     "predict_logits_with",
     "slide_windows",

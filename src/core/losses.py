@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.data.base import IGNORE_INDEX
+
 
 def resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear upsampling (align_corners=False) of logits to the label size."""
@@ -15,7 +17,7 @@ def resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Mean CE over the non-ignored pixels; 0 (finite gradients) when every pixel is ignored."""
     total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
     count = (target != ignore_index).sum().clamp(min=1)
@@ -25,7 +27,7 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Te
 def ohem_mask(
     logits: Tensor,
     target: Tensor,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     thresh: float = 0.7,
     min_kept: int = 100000,
 ) -> Tensor:
@@ -48,7 +50,7 @@ def ohem_mask(
 def ohem_cross_entropy(
     logits: Tensor,
     target: Tensor,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     thresh: float = 0.7,
     min_kept: int = 100000,
 ) -> Tensor:
@@ -91,7 +93,7 @@ def category_consistent_loss(
     mask: Tensor,
     delta_v: float = 0.5,
     delta_d: float = 1.5,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, Tensor]:
     """Category-consistent loss terms ``var``, ``dis``, ``reg``, each averaged over the images.
 
@@ -124,7 +126,7 @@ class CCNetLoss(nn.Module):
 
     def __init__(
         self,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         aux_weight: float = 0.4,
         ohem: bool = False,
         ohem_thresh: float = 0.7,

@@ -15,12 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from src.core.losses import CCNetLoss
-from src.tasks.semantic.module import (
-    PolyDecay,
-    SegmentationModule,
-    parameter_groups,
-    warn_if_padded,
-)
+from src.tasks.semantic.module import SegmentationModule, warn_if_padded
 
 IGNORE = 255
 
@@ -56,45 +51,6 @@ class OneHotNet(nn.Module):
 
 def make_module(net: nn.Module, **kwargs) -> SegmentationModule:
     return SegmentationModule(net=net, criterion=CCNetLoss(), num_classes=net.num_classes, **kwargs)
-
-
-def test_poly_decay_follows_the_formula_and_ends_at_zero():
-    poly = PolyDecay(total_steps=100, power=0.9)
-    assert poly(0) == 1.0
-    assert poly(50) == pytest.approx(0.5**0.9)
-    assert poly(100) == 0.0 and poly(150) == 0.0
-    with pytest.raises(ValueError):
-        PolyDecay(0)
-
-
-def test_parameter_groups_head_multiplier_and_decay_exemption():
-    net = TinyNet()
-    plain = parameter_groups(net, lr=0.01, weight_decay=5e-4, head_lr_mult=10.0)
-    assert [g["name"] for g in plain] == ["backbone", "head"]
-    assert [g["lr"] for g in plain] == [0.01, pytest.approx(0.1)]
-    assert all(g["weight_decay"] == 5e-4 for g in plain)
-    n_params = sum(len(g["params"]) for g in plain)
-    assert n_params == len(list(net.parameters()))
-
-    groups = {
-        g["name"]: g
-        for g in parameter_groups(net, 0.01, 5e-4, head_lr_mult=1.0, exempt_norm_and_gamma=True)
-    }
-    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
-    exempt = {id(p) for n in ("backbone_no_decay", "head_no_decay") for p in groups[n]["params"]}
-    expected = {id(p) for p in net.backbone[1].parameters()}
-    expected |= {id(p) for p in net.head[1].parameters()} | {id(net.gamma)}
-    assert exempt == expected
-    assert groups["head_no_decay"]["weight_decay"] == 0.0
-    assert groups["head"]["weight_decay"] == 5e-4
-
-
-def test_frozen_parameters_are_left_out():
-    net = TinyNet()
-    net.aux_head.requires_grad_(False)
-    groups = parameter_groups(net, 0.01, 0.0)
-    kept = {id(p) for g in groups for p in g["params"]}
-    assert not kept & {id(p) for p in net.aux_head.parameters()}
 
 
 def test_optimizer_is_sgd_with_a_per_step_poly_schedule():

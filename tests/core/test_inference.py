@@ -262,9 +262,54 @@ def test_config_defaults_and_convenience_wrapper() -> None:
     model, x = Stride8Net().eval(), images(1, 50, 70)
     got = predict_logits_with(model, x, config, flip_pairs=[(0, 2)])
     expected = predict_logits(
-        model, x, "slide", (32, 40), (16, 24), (1.0, 0.5), True, [(0, 2)], tile_batch_size=3
+        model,
+        x,
+        mode="slide",
+        crop_size=(32, 40),
+        stride=(16, 24),
+        scales=(1.0, 0.5),
+        flip=True,
+        flip_pairs=[(0, 2)],
+        tile_batch_size=3,
     )
     assert torch.equal(got, expected)
+    assert torch.equal(predict_logits(model, x, config, flip_pairs=[(0, 2)]), expected)
+    with pytest.raises(TypeError, match="InferenceConfig or keyword settings"):
+        predict_logits(model, x, "slide")  # type: ignore[arg-type]
+
+
+def test_from_config_is_the_one_constructor() -> None:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create({"mode": "slide", "crop_size": [32, 32], "stride": 16})
+    config = InferenceConfig.from_config(node)
+    assert config.crop_size == (32, 32) and config.stride == (16, 16)
+    assert InferenceConfig.from_config(config) is config  # already built: passed on as it is
+    assert InferenceConfig.from_config(None) == InferenceConfig()
+    # a checkpoint keeps plain values; they rebuild the same settings
+    assert InferenceConfig.from_config(config.as_dict()) == config
+    assert config.as_dict()["crop_size"] == [32, 32]
+    with pytest.raises(ValueError, match="inference.crop is not an inference setting"):
+        InferenceConfig.from_config({"mode": "slide", "crop": 4})
+    with pytest.raises(AttributeError):
+        config.mode = "whole"  # type: ignore[misc]  # checked once, then frozen
+
+
+def test_the_per_batch_path_checks_no_settings(monkeypatch) -> None:
+    """Settings are checked when the config is built, never again per call."""
+    import src.core.inference as inference
+
+    config = InferenceConfig(mode="slide", crop_size=32, stride=16, flip=True)
+    calls = []
+    for name in ("_check_mode", "_check_window", "_check_scales", "_check_tile_batch_size"):
+        original = getattr(inference, name)
+        monkeypatch.setattr(
+            inference, name, lambda *a, _f=original, **k: calls.append(1) or _f(*a, **k)
+        )
+    model = Stride8Net().eval()
+    for _ in range(3):
+        predict_logits_with(model, images(1, 40, 40), config)
+    assert calls == []
 
 
 @pytest.mark.parametrize(

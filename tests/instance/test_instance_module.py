@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 
 import pytest
 import pytorch_lightning as pl
@@ -12,30 +11,7 @@ from instance_helpers import TINY_DETECTOR
 
 from src.models.mask_rcnn import RCCAMaskRCNN
 from src.tasks.instance.datamodule import InstanceDataModule
-from src.tasks.instance.module import InstanceSegmentationModule, WarmupSchedule
-
-
-def test_warmup_then_steps_at_the_1x_milestones():
-    schedule = WarmupSchedule(90000, warmup_steps=1000, warmup_factor=0.001)
-    assert schedule.milestone_steps == [60000, 80000]
-    assert schedule(0) == pytest.approx(0.001)
-    assert schedule(500) == pytest.approx(0.001 + 0.999 * 0.5)
-    assert schedule(1000) == 1.0 and schedule(59999) == 1.0
-    assert schedule(60000) == pytest.approx(0.1) and schedule(79999) == pytest.approx(0.1)
-    assert schedule(80000) == pytest.approx(0.01) and schedule(89999) == pytest.approx(0.01)
-    restored = pickle.loads(pickle.dumps(schedule))  # LambdaLR state_dict keeps it
-    assert restored(70000) == schedule(70000)
-
-
-def test_poly_schedule_and_bad_settings():
-    poly = WarmupSchedule(100, warmup_steps=10, warmup_factor=0.1, schedule="poly", power=0.9)
-    assert poly(5) == pytest.approx((0.1 * 0.5 + 0.5) * (1 - 0.05) ** 0.9)
-    assert poly(50) == pytest.approx(0.5**0.9) and poly(100) == 0.0
-    assert WarmupSchedule(100, warmup_steps=0)(0) == 1.0
-    with pytest.raises(ValueError, match="schedule"):
-        WarmupSchedule(100, schedule="cosine")
-    with pytest.raises(ValueError, match="milestones"):
-        WarmupSchedule(100, milestones=[60])
+from src.tasks.instance.module import InstanceSegmentationModule
 
 
 def test_module_checks_classes():

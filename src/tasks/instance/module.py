@@ -8,79 +8,19 @@ torchmetrics' ``MeanAveragePrecision`` on the pycocotools backend, i.e. COCOeval
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytorch_lightning as pl
-import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MaxMetric
 from torchmetrics.detection import MeanAveragePrecision
 
-from src.tasks.semantic.module import metric_key
+from src.core.module import TaskModule, class_names_for, metric_key, plain
+from src.core.optim import WarmupSchedule
 
-SCHEDULES = ("step", "poly")
 IOU_TYPES = ("bbox", "segm")
 TRAIN_KEYS = ("boxes", "labels", "masks")
 """The target entries the detector trains on (the rest are for evaluation)."""
-
-
-class WarmupSchedule:
-    """The lr factor of a step: linear warmup from ``warmup_factor`` to 1 over
-    ``warmup_steps``, times a step decay (``gamma`` at each milestone, given as fractions of
-    ``total_steps``) or a poly decay ``(1 - step / total) ** power``.
-
-    A callable object, not a lambda, so ``LambdaLR.state_dict`` saves it and resuming works.
-    """
-
-    def __init__(
-        self,
-        total_steps: int,
-        warmup_steps: int = 1000,
-        warmup_factor: float = 0.001,
-        schedule: str = "step",
-        milestones: Sequence[float] = (2 / 3, 8 / 9),
-        gamma: float = 0.1,
-        power: float = 0.9,
-    ) -> None:
-        if total_steps < 1:
-            raise ValueError(f"the schedule needs at least one step; got {total_steps}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"module.schedule must be one of {SCHEDULES}; got {schedule!r}")
-        if any(not 0 < m < 1 for m in milestones):
-            raise ValueError(
-                f"module.milestones are fractions of training in (0, 1); got {milestones}"
-            )
-        if warmup_steps < 0 or not 0 < warmup_factor <= 1:
-            raise ValueError(
-                f"need module.warmup_steps >= 0 and 0 < module.warmup_factor <= 1; "
-                f"got {warmup_steps}, {warmup_factor}"
-            )
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.warmup_factor = float(warmup_factor)
-        self.schedule = schedule
-        self.milestone_steps = sorted(round(m * self.total_steps) for m in milestones)
-        self.gamma = float(gamma)
-        self.power = float(power)
-
-    def __call__(self, step: int) -> float:
-        if self.schedule == "step":
-            decay = self.gamma ** sum(step >= m for m in self.milestone_steps)
-        else:
-            decay = (1.0 - min(step, self.total_steps) / self.total_steps) ** self.power
-        if step >= self.warmup_steps:
-            return decay
-        alpha = step / self.warmup_steps
-        return (self.warmup_factor * (1.0 - alpha) + alpha) * decay
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers as plain Python, so hparams never hold a ListConfig (resume)."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def detections_for_metric(outputs: Sequence[Mapping[str, Tensor]], mask_threshold: float):
@@ -122,7 +62,7 @@ def coco_map(class_metrics: bool = False) -> MeanAveragePrecision:
     )
 
 
-class InstanceSegmentationModule(pl.LightningModule):
+class InstanceSegmentationModule(TaskModule):
     """Training, validation and test of a detector that returns torchvision's loss dict in
     training and a list of ``boxes/scores/labels/masks`` dicts in evaluation.
 
@@ -145,26 +85,17 @@ class InstanceSegmentationModule(pl.LightningModule):
         milestones: Sequence[float] = (2 / 3, 8 / 9),
         gamma: float = 0.1,
         poly_power: float = 0.9,
+        head_lr_mult: float = 1.0,
+        exempt_norm_and_gamma: bool = False,
         mask_threshold: float = 0.5,
         class_metrics: bool = False,
     ) -> None:
-        super().__init__()
-        class_names = list(_plain(class_names) or [f"class_{i}" for i in range(num_classes)])
-        milestones = [float(m) for m in _plain(milestones)]
-        if len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
-        net_classes = getattr(net, "num_classes", num_classes)
-        if net_classes != num_classes:
-            raise ValueError(
-                f"the model predicts {net_classes} classes, the data has {num_classes}"
-            )
-        if not lr > 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(
-                "need module.lr > 0, module.momentum >= 0 and module.weight_decay >= 0; got "
-                f"{lr}, {momentum}, {weight_decay}"
-            )
+        super().__init__(net, num_classes, lr, momentum, weight_decay, head_lr_mult)
+        class_names = class_names_for(num_classes, class_names)
+        milestones = [float(m) for m in plain(milestones)]
+        # fail now, not at the first training step, on settings the schedule rejects
+        WarmupSchedule(1, warmup_steps, warmup_factor, schedule, milestones, gamma, poly_power)
         self.save_hyperparameters(ignore=["net"], logger=False)
-        self.net = net
         self.val_map = coco_map(class_metrics)
         self.test_map = coco_map(class_metrics)
         # Persistent, so a resumed run remembers the best mask AP reached before the restart.
@@ -172,7 +103,6 @@ class InstanceSegmentationModule(pl.LightningModule):
         self.val_segm_map_best.persistent(True)
         # What the app's results.json reads: semantic IoU has no meaning here (AP is logged).
         self.per_class_iou: dict[str, dict[str, float]] = {}
-        self.checkpoint_global_step: int | None = None
 
     def forward(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
         """Detections of a list of 3×H×W images in [0, 1], at each image's own size."""
@@ -187,7 +117,7 @@ class InstanceSegmentationModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=size)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        self.log_learning_rates(size)
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -205,25 +135,11 @@ class InstanceSegmentationModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_map(self.test_map, "test")
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Remember the step the loaded checkpoint was saved at (eval reports it)."""
-        self.checkpoint_global_step = checkpoint.get("global_step")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """SGD over the trainable parameters; warmup + step/poly decay every iteration."""
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total < 1:
-            raise ValueError(
-                "the lr schedule needs a finite length: set trainer.max_steps "
-                f"(the trainer estimates {total} steps)"
-            )
+    def lr_schedule(self, total_steps: int) -> WarmupSchedule:
+        """The 1x recipe: linear warmup, then step (or poly) decay, every iteration."""
         hp = self.hparams
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-        )
-        schedule = WarmupSchedule(
-            int(total),
+        return WarmupSchedule(
+            total_steps,
             hp.warmup_steps,
             hp.warmup_factor,
             hp.schedule,
@@ -231,14 +147,6 @@ class InstanceSegmentationModule(pl.LightningModule):
             hp.gamma,
             hp.poly_power,
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": LambdaLR(optimizer, schedule),
-                "interval": "step",
-                "frequency": 1,
-            },
-        }
 
     def _update(self, batch: Mapping[str, Any], metric: MeanAveragePrecision) -> None:
         outputs = self.net(batch["images"])

@@ -12,124 +12,37 @@ trace (no update, BatchNorm statistics restored) and counts it as ``train/skippe
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from omegaconf import OmegaConf
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from src.core.inference import InferenceConfig, predict_logits_with
-
-NORM_TYPES = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.modules.instancenorm._InstanceNorm,
-)
+from src.core.inference import InferenceConfig, check_flip_pairs, predict_logits_with
+from src.core.losses import cross_entropy
+from src.core.module import TaskModule, class_names_for, metric_key, plain
+from src.core.optim import PolyDecay
+from src.data.base import IGNORE_INDEX
 
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss was NaN or infinite (and ``module.skip_nonfinite`` is false)."""
 
 
-class PolyDecay:
-    """The poly schedule's lr factor ``(1 - step / total_steps) ** power`` (0 at the end).
-
-    A callable object rather than a lambda, so ``LambdaLR.state_dict`` saves it and a resumed
-    run continues the same curve (``SegmentationModule`` re-aims it at the trainer's current
-    ``max_steps`` when training starts, so a resume with a longer run does not stall at 0).
-    """
-
-    def __init__(self, total_steps: int, power: float = 0.9) -> None:
-        if total_steps < 1:
-            raise ValueError(f"poly decay needs at least one step; got {total_steps}")
-        self.total_steps = int(total_steps)
-        self.power = float(power)
-
-    def __call__(self, step: int) -> float:
-        progress = min(step, self.total_steps) / self.total_steps
-        return (1.0 - progress) ** self.power
-
-
-def parameter_groups(
-    net: nn.Module,
-    lr: float,
-    weight_decay: float,
-    head_lr_mult: float = 1.0,
-    exempt_norm_and_gamma: bool = False,
-) -> list[dict[str, Any]]:
-    """SGD parameter groups: the backbone at ``lr``, everything else at ``lr * head_lr_mult``.
-
-    With ``exempt_norm_and_gamma``, normalisation weights/biases and the attention's ``gamma``
-    scalars get no weight decay (decaying them only pulls BN scales and γ towards zero).
-    """
-    backbone = getattr(net, "backbone", None)
-    if not isinstance(backbone, nn.Module):
-        raise TypeError(f"{type(net).__name__} has no `backbone` module for the parameter groups")
-    backbone_ids = {id(p) for p in backbone.parameters()}
-    exempt_ids = _norm_and_gamma_ids(net) if exempt_norm_and_gamma else set()
-
-    groups: dict[str, dict[str, Any]] = {}
-    for param in net.parameters():
-        if not param.requires_grad:
-            continue
-        part = "backbone" if id(param) in backbone_ids else "head"
-        exempt = id(param) in exempt_ids
-        name = f"{part}_no_decay" if exempt else part
-        group = groups.setdefault(
-            name,
-            {
-                "name": name,
-                "params": [],
-                "lr": lr * (1.0 if part == "backbone" else head_lr_mult),
-                "weight_decay": 0.0 if exempt else weight_decay,
-            },
-        )
-        group["params"].append(param)
-    order = ("backbone", "backbone_no_decay", "head", "head_no_decay")
-    return [groups[name] for name in order if name in groups]
-
-
-def _norm_and_gamma_ids(net: nn.Module) -> set[int]:
-    """Ids of the parameters of normalisation layers and of parameters named ``gamma``."""
-    ids = set()
-    for module in net.modules():
-        if isinstance(module, NORM_TYPES):
-            ids.update(id(p) for p in module.parameters(recurse=False))
-    for name, param in net.named_parameters():
-        if name.rsplit(".", 1)[-1] == "gamma":
-            ids.add(id(param))
-    return ids
-
-
-def metric_key(class_name: str) -> str:
-    """A class name as a logger-friendly key part ("traffic light" -> "traffic_light")."""
-    return re.sub(r"[^0-9A-Za-z_\-]+", "_", class_name).strip("_") or "class"
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers as plain Python, so hparams never hold a ListConfig (resume)."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(TaskModule):
     """Training, validation and test of a CCNet-style model that returns a dict of logits.
 
     ``net`` and ``criterion`` are modules (kept out of the hyperparameters, so checkpoints
     load without Hydra); everything else is plain values that ``save_hyperparameters`` keeps.
-    ``model_config`` is the ``model:`` config the net was built from: saved with the
-    hyperparameters, so a checkpoint says which backbone and head it holds weights for.
+    ``inference`` is an :class:`InferenceConfig` (or its plain values, as a checkpoint holds
+    them), checked once when it was built. ``model_config`` is the ``model:`` config the net
+    was built from: saved with the hyperparameters, so a checkpoint says which backbone and
+    head it holds weights for.
     """
 
     def __init__(
@@ -138,9 +51,9 @@ class SegmentationModule(pl.LightningModule):
         criterion: nn.Module,
         num_classes: int,
         class_names: Sequence[str] | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         flip_pairs: Sequence[Sequence[int]] = (),
-        inference: Mapping[str, Any] | None = None,
+        inference: InferenceConfig | Mapping[str, Any] | None = None,
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -150,23 +63,14 @@ class SegmentationModule(pl.LightningModule):
         skip_nonfinite: bool = False,
         model_config: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        model_config = dict(_plain(model_config) or {})
-        class_names = list(_plain(class_names) or [f"class_{i}" for i in range(num_classes)])
-        flip_pairs = [list(pair) for pair in _plain(flip_pairs)]
-        inference = dict(_plain(inference) or {})
-        _check_args(num_classes, class_names, net, lr, momentum, weight_decay, head_lr_mult)
-        self.save_hyperparameters(ignore=["net", "criterion"], logger=False)
-
-        self.net = net
+        super().__init__(net, num_classes, lr, momentum, weight_decay, head_lr_mult)
+        model_config = dict(plain(model_config) or {})
+        class_names = class_names_for(num_classes, class_names)
+        flip_pairs = [list(pair) for pair in check_flip_pairs(plain(flip_pairs), num_classes)]
+        self.inference = InferenceConfig.from_config(inference)
+        self.save_hyperparameters(ignore=["net", "criterion", "inference"], logger=False)
+        self.hparams["inference"] = self.inference.as_dict()  # plain values in checkpoints
         self.criterion = criterion
-        try:
-            self.inference = InferenceConfig(**inference)
-        except TypeError as err:
-            raise ValueError(
-                f"inference: {err} (known keys: mode, crop_size, stride, "
-                "scales, flip, tile_batch_size)"
-            ) from err
         iou = dict(ignore_index=ignore_index, average="none", zero_division=float("nan"))
         self.val_iou = MulticlassJaccardIndex(num_classes, **iou)
         self.test_iou = MulticlassJaccardIndex(num_classes, **iou)
@@ -179,7 +83,6 @@ class SegmentationModule(pl.LightningModule):
         self.val_miou_best.persistent(True)
         self.per_class_iou: dict[str, dict[str, float]] = {}
         self.confusion_matrix: dict[str, Tensor] = {}
-        self.checkpoint_global_step: int | None = None
         self.skipped_batches = 0
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -200,10 +103,7 @@ class SegmentationModule(pl.LightningModule):
             self.log("train/skipped_batches", float(self.skipped_batches), batch_size=size)
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
-        optimizer = self.trainer.optimizers[0]
-        self.log("train/lr", optimizer.param_groups[0]["lr"], batch_size=size)
-        if self.hparams.head_lr_mult != 1.0:
-            self.log("train/lr_head", optimizer.param_groups[-1]["lr"], batch_size=size)
+        self.log_learning_rates(size)
         return losses["loss"]
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -211,20 +111,6 @@ class SegmentationModule(pl.LightningModule):
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._evaluate(batch, (self.test_iou, self.test_confmat), "test")
-
-    def on_train_start(self) -> None:
-        """End the poly curve at this trainer's last step, also when resuming a run that had
-        a shorter ``max_steps`` (its restored schedule would otherwise sit at lr 0)."""
-        total = int(self.trainer.estimated_stepping_batches)
-        for config in self.trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if not isinstance(scheduler, LambdaLR):
-                continue
-            groups = scheduler.optimizer.param_groups
-            for group, base_lr, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
-                if isinstance(factor, PolyDecay):
-                    factor.total_steps = total
-                    group["lr"] = base_lr * factor(scheduler.last_epoch)
 
     def on_validation_start(self) -> None:
         warn_if_padded(self.trainer.val_dataloaders, "val")
@@ -248,8 +134,8 @@ class SegmentationModule(pl.LightningModule):
         checkpoint["skipped_batches"] = self.skipped_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Remember the step the loaded checkpoint was saved at (eval reports it)."""
-        self.checkpoint_global_step = checkpoint.get("global_step")
+        """Remember the checkpoint's step (eval reports it) and the skipped-batch count."""
+        super().on_load_checkpoint(checkpoint)
         self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
 
     def _finite_on_every_process(self, loss: Tensor) -> bool:
@@ -280,26 +166,9 @@ class SegmentationModule(pl.LightningModule):
             f"{self.skipped_batches} batch(es) skipped so far"
         )
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """SGD over the backbone/head groups, poly decay stepped every iteration."""
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total < 1:
-            raise ValueError(
-                "the poly schedule needs a finite length: set trainer.max_steps "
-                f"(the trainer estimates {total} steps)"
-            )
-        hp = self.hparams
-        groups = parameter_groups(
-            self.net, hp.lr, hp.weight_decay, hp.head_lr_mult, hp.exempt_norm_and_gamma
-        )
-        optimizer = torch.optim.SGD(
-            groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-        )
-        scheduler = LambdaLR(optimizer, PolyDecay(int(total), hp.poly_power))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
+    def lr_schedule(self, total_steps: int) -> PolyDecay:
+        """The CCNet recipe's poly decay, stepped every iteration."""
+        return PolyDecay(total_steps, self.hparams.poly_power)
 
     def _evaluate(
         self, batch: Mapping[str, Tensor], metrics: Sequence[Metric], stage: str
@@ -320,17 +189,11 @@ class SegmentationModule(pl.LightningModule):
             metric.update(preds, masks)
         self.log(
             f"{stage}/loss",
-            self._mean_ce(logits, masks),
+            cross_entropy(logits, masks, self.hparams.ignore_index),
             sync_dist=True,
             batch_size=images.shape[0],
         )
         return {"preds": preds}
-
-    def _mean_ce(self, logits: Tensor, masks: Tensor) -> Tensor:
-        """Cross-entropy over the labelled pixels (0 when an image has none, never NaN)."""
-        ignore = self.hparams.ignore_index
-        total = F.cross_entropy(logits, masks, ignore_index=ignore, reduction="sum")
-        return total / (masks != ignore).sum().clamp(min=1)
 
     def _log_iou(self, metric: MulticlassJaccardIndex, stage: str) -> Tensor:
         """Log mIoU and per-class IoU (classes with no pixel in target or prediction: NaN).
@@ -339,7 +202,7 @@ class SegmentationModule(pl.LightningModule):
         """
         per_class = metric.compute()
         metric.reset()
-        miou = _nanmean(per_class)
+        miou = torch.nanmean(per_class)
         self.log(f"{stage}/mIoU", miou, prog_bar=True, sync_dist=True)
         for name, value in zip(self.hparams.class_names, per_class):
             self.log(f"{stage}/IoU/{metric_key(name)}", value, sync_dist=True)
@@ -380,37 +243,3 @@ def warn_if_padded(loaders: DataLoader | Sequence[DataLoader] | None, stage: str
                 )
                 padded = True
     return padded
-
-
-def _nanmean(values: Tensor) -> Tensor:
-    """The mean of the finite entries; NaN when there are none."""
-    valid = ~values.isnan()
-    if not valid.any():
-        return values.new_tensor(float("nan"))
-    return values[valid].mean()
-
-
-def _check_args(
-    num_classes: int,
-    class_names: Iterable[str],
-    net: nn.Module,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    head_lr_mult: float,
-) -> None:
-    """Clear errors, naming the config key, for settings that cannot train."""
-    names = list(class_names)
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2; got {num_classes!r}")
-    if len(names) != num_classes:
-        raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
-    net_classes = getattr(net, "num_classes", num_classes)
-    if net_classes != num_classes:
-        raise ValueError(f"the model predicts {net_classes} classes, the data has {num_classes}")
-    for key, value in (("module.lr", lr), ("module.head_lr_mult", head_lr_mult)):
-        if not value > 0:
-            raise ValueError(f"{key} must be positive; got {value!r}")
-    for key, value in (("module.momentum", momentum), ("module.weight_decay", weight_decay)):
-        if not value >= 0:
-            raise ValueError(f"{key} must be >= 0; got {value!r}")

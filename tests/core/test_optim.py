@@ -1,0 +1,116 @@
+"""The shared optimiser pieces: one parameter-group rule, the poly and warmup schedules."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from src.core.optim import PolyDecay, WarmupSchedule, parameter_groups, retarget_schedules
+
+
+class TinyNet(nn.Module):
+    """A backbone, a head with BatchNorm and an attention-like ``gamma``, and a classifier."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GroupNorm(2, 4))
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.scale = nn.Parameter(torch.ones(2, 2))  # 2-D, but listed by the model's hook
+        self.aux_head = nn.Conv2d(4, num_classes, 1)
+        self.classifier = nn.Conv2d(4, num_classes, 1)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"scale"}
+
+    def forward(self, images):
+        features = self.head(self.backbone(images)) * (1 + self.gamma)
+        return {"out": self.classifier(features)}
+
+
+def test_poly_decay_follows_the_formula_and_ends_at_zero():
+    poly = PolyDecay(total_steps=100, power=0.9)
+    assert poly(0) == 1.0
+    assert poly(50) == pytest.approx(0.5**0.9)
+    assert poly(100) == 0.0 and poly(150) == 0.0
+    with pytest.raises(ValueError):
+        PolyDecay(0)
+
+
+def test_parameter_groups_head_multiplier_and_decay_exemption():
+    net = TinyNet()
+    plain = parameter_groups(net, lr=0.01, weight_decay=5e-4, head_lr_mult=10.0)
+    assert [g["name"] for g in plain] == ["backbone", "head"]
+    assert [g["lr"] for g in plain] == [0.01, pytest.approx(0.1)]
+    assert all(g["weight_decay"] == 5e-4 for g in plain)
+    n_params = sum(len(g["params"]) for g in plain)
+    assert n_params == len(list(net.parameters()))
+
+    groups = {
+        g["name"]: g
+        for g in parameter_groups(net, 0.01, 5e-4, head_lr_mult=1.0, exempt_norm_and_gamma=True)
+    }
+    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    exempt = {id(p) for n in ("backbone_no_decay", "head_no_decay") for p in groups[n]["params"]}
+    # timm's rule: every 1-D tensor (norms, conv biases, gamma) and the model's no_weight_decay()
+    expected = {id(p) for p in net.parameters() if p.ndim <= 1} | {id(net.scale)}
+    assert exempt == expected
+    assert id(net.backbone[0].bias) in exempt and id(net.backbone[0].weight) not in exempt
+    assert groups["head_no_decay"]["weight_decay"] == 0.0
+    assert groups["head"]["weight_decay"] == 5e-4
+
+
+def test_frozen_parameters_are_left_out():
+    net = TinyNet()
+    net.aux_head.requires_grad_(False)
+    groups = parameter_groups(net, 0.01, 0.0)
+    kept = {id(p) for g in groups for p in g["params"]}
+    assert not kept & {id(p) for p in net.aux_head.parameters()}
+
+
+def test_warmup_then_steps_at_the_1x_milestones():
+    schedule = WarmupSchedule(90000, warmup_steps=1000, warmup_factor=0.001)
+    assert schedule.milestone_steps == [60000, 80000]
+    assert schedule(0) == pytest.approx(0.001)
+    assert schedule(500) == pytest.approx(0.001 + 0.999 * 0.5)
+    assert schedule(1000) == 1.0 and schedule(59999) == 1.0
+    assert schedule(60000) == pytest.approx(0.1) and schedule(79999) == pytest.approx(0.1)
+    assert schedule(80000) == pytest.approx(0.01) and schedule(89999) == pytest.approx(0.01)
+    restored = pickle.loads(pickle.dumps(schedule))  # LambdaLR state_dict keeps it
+    assert restored(70000) == schedule(70000)
+
+
+def test_poly_schedule_and_bad_settings():
+    poly = WarmupSchedule(100, warmup_steps=10, warmup_factor=0.1, schedule="poly", power=0.9)
+    assert poly(5) == pytest.approx((0.1 * 0.5 + 0.5) * (1 - 0.05) ** 0.9)
+    assert poly(50) == pytest.approx(0.5**0.9) and poly(100) == 0.0
+    assert WarmupSchedule(100, warmup_steps=0)(0) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        WarmupSchedule(100, schedule="cosine")
+    with pytest.raises(ValueError, match="milestones"):
+        WarmupSchedule(100, milestones=[60])
+
+
+def test_retarget_moves_the_end_of_a_restored_schedule():
+    """A resumed run with a longer max_steps continues the curve to its new end."""
+    net = TinyNet()
+    optimizer = torch.optim.SGD(parameter_groups(net, 0.1, 0.0), lr=0.1)
+    scheduler = LambdaLR(optimizer, PolyDecay(10))
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.0  # the short run ended
+
+    class Trainer:  # what retarget_schedules reads of a Lightning trainer
+        estimated_stepping_batches = 20
+        lr_scheduler_configs = [type("Config", (), {"scheduler": scheduler})()]
+
+    retarget_schedules(Trainer())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**0.9)
+    restored = pickle.loads(pickle.dumps(scheduler.state_dict()))
+    assert restored["lr_lambdas"][0]["total_steps"] == 20
