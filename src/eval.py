@@ -34,8 +34,8 @@ from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
 from src.app.plots import save_evaluation_plots
 from src.app.report import iou_table, print_table
 from src.app.validate import CheckedConfig, validate_or_exit
+from src.callbacks.prediction_writer import prediction_writer
 from src.callbacks.wandb_images import log_image_files
-from src.core.prediction_files import prediction_writer
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from prediction_helpers import TinyCityscapes, run_cli, tiny_cityscapes
 
-from src.core.prediction_files import PredictionWriter, export_path, prediction_writer
+from src.callbacks.prediction_writer import PredictionWriter, prediction_writer
+from src.core.prediction_files import export_path
 from src.data.cityscapes import CLASS_NAMES, PALETTE, TRAIN_ID_TO_LABEL_ID
 
 

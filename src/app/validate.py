@@ -45,10 +45,11 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.core.inference import InferenceConfig
+from src.models.backbone import OUTPUT_STRIDE, check_backbone_name
+from src.models.context import check_context, check_recurrence
 
 log = logging.getLogger(__name__)
 
-OUTPUT_STRIDE = 8  # the dilated backbones' feature stride (src.models.backbone)
 TARGET_NODES = ("model", "module", "loss", "data", "data.dataset", "trainer")
 EXIT_CODE = 2
 
@@ -138,22 +139,19 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 
 def _check_model(cfg: DictConfig) -> None:
-    from src.models.context import check_context, check_recurrence  # the models' own checks
-
-    for key, check in (("model.recurrence", check_recurrence), ("model.context", check_context)):
+    """``model.recurrence``, ``model.context`` and ``model.backbone`` by the models' own checks."""
+    checks = (
+        ("model.recurrence", check_recurrence),
+        ("model.context", check_context),
+        ("model.backbone", check_backbone_name),
+    )
+    for key, check in checks:
         value = _value(cfg, key)
         if value is not None:
             try:
                 check(value)
             except ValueError as err:
                 raise ConfigError(str(err)) from err
-    backbone = _value(cfg, "model.backbone")
-    if backbone is not None:
-        import timm
-
-        if not isinstance(backbone, str) or not timm.is_model(backbone):
-            hint = _suggest(backbone, timm.list_models()) if isinstance(backbone, str) else ""
-            raise ConfigError(f"model.backbone={backbone!r} is not a timm model name{hint}")
 
 
 def _check_data(cfg: DictConfig) -> None:

@@ -7,7 +7,8 @@ it would miss one validation: its metrics, the best-mIoU tracker and the best ch
 differ from an uninterrupted run's. :class:`LastCheckpoint` makes such a save right after the
 validation instead (through ``ModelCheckpoint``'s own deferral, the one it uses for metrics
 that only validation logs), so every ``last.ckpt`` holds a state the run can continue from as
-if it had never stopped.
+if it had never stopped. The private Lightning state it needs is reached only through
+:mod:`src.callbacks.lightning_internals`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+from src.callbacks.lightning_internals import (
+    defer_save_until_validation,
+    every_n_train_steps,
+    validation_follows,
+)
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -30,17 +37,10 @@ class LastCheckpoint(ModelCheckpoint):
         batch_idx: int,
     ) -> None:
         if self._step_save_due(trainer) and validation_follows(trainer):
-            self._defer_save_until_validation = True  # saved in on_validation_end
+            defer_save_until_validation(self)  # saved in on_validation_end
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def _step_save_due(self, trainer: pl.Trainer) -> bool:
-        every = self._every_n_train_steps
+        every = every_n_train_steps(self)
         return every >= 1 and trainer.global_step % every == 0
-
-
-def validation_follows(trainer: pl.Trainer) -> bool:
-    """Whether the fit loop validates after the training step that just ended (the check the
-    loop itself makes next; it only reads the loop's counters)."""
-    loop = trainer.fit_loop.epoch_loop
-    return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))

@@ -31,12 +31,18 @@ def _build(name: str, output_stride: int, out_indices: Sequence[int], **kwargs) 
     )
 
 
-def _skeleton(name: str, output_stride: int, out_indices: Sequence[int]) -> nn.Module:
-    """The backbone on the meta device: validates the name and the architecture, costs nothing."""
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+def check_backbone_name(name: object) -> str:
+    """``name`` if timm knows it; else an error naming ``model.backbone`` with close names."""
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"model.backbone={name!r} is not a timm model name{hint}")
+    return name
+
+
+def _skeleton(name: str, output_stride: int, out_indices: Sequence[int]) -> nn.Module:
+    """The backbone on the meta device: validates the name and the architecture, costs nothing."""
+    check_backbone_name(name)
     try:
         with torch.device("meta"):
             model = _build(name, output_stride, out_indices)
@@ -155,4 +161,10 @@ def create_backbone(
     return _load_file(name, path, output_stride, out_indices)
 
 
-__all__ = ["OUTPUT_STRIDE", "OUT_INDICES", "check_weights", "create_backbone"]
+__all__ = [
+    "OUTPUT_STRIDE",
+    "OUT_INDICES",
+    "check_backbone_name",
+    "check_weights",
+    "create_backbone",
+]

@@ -21,8 +21,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from src.models.backbone import check_weights
-from src.models.context import build_context, check_context, check_recurrence, no_weight_decay_names
+from src.models.backbone import check_backbone_name, check_weights
+from src.models.context import build_context, check_context, check_recurrence, gamma_names
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 """The ResNet stages whose outputs (strides 4, 8, 16, 32) feed the FPN."""
@@ -47,8 +47,7 @@ def create_body(name: str, pretrained: bool | str | Path = False) -> nn.Module:
     ``pretrained``: False (random init), True (timm's own source, needs a network) or a path to
     a local ``.pth`` / ``.safetensors`` state_dict of ``timm.create_model(name)``.
     """
-    if not timm.is_model(name):
-        raise ValueError(f"model.backbone={name!r} is not a timm model name")
+    check_backbone_name(name)
     online = pretrained is True
     body = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4), pretrained=online)
     if body.feature_info.reduction() != [4, 8, 16, 32] or not all(
@@ -156,7 +155,7 @@ class RCCAMaskRCNN(MaskRCNN):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to keep out of weight decay: the attention scales γ (timm's hook)."""
-        return no_weight_decay_names(self)
+        return gamma_names(self)
 
 
 __all__ = [
