@@ -11,6 +11,7 @@ import torch
 from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 from cityscapesscripts.helpers.labels import trainId2label
+from tiny_nets import TinyNet
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -18,23 +19,6 @@ from src.core.losses import CCNetLoss
 from src.tasks.semantic.module import SegmentationModule, warn_if_padded
 
 IGNORE = 255
-
-
-class TinyNet(nn.Module):
-    """A backbone, a head with BatchNorm and an attention-like ``gamma``, and a classifier."""
-
-    def __init__(self, num_classes: int = 3) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
-        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GroupNorm(2, 4))
-        self.gamma = nn.Parameter(torch.zeros(1))
-        self.aux_head = nn.Conv2d(4, num_classes, 1)
-        self.classifier = nn.Conv2d(4, num_classes, 1)
-
-    def forward(self, images):
-        features = self.head(self.backbone(images)) * (1 + self.gamma)
-        return {"out": self.classifier(features)}
 
 
 class OneHotNet(nn.Module):

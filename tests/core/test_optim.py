@@ -6,31 +6,10 @@ import pickle
 
 import pytest
 import torch
-from torch import nn
+from tiny_nets import TinyNet
 from torch.optim.lr_scheduler import LambdaLR
 
 from src.core.optim import PolyDecay, WarmupSchedule, parameter_groups, retarget_schedules
-
-
-class TinyNet(nn.Module):
-    """A backbone, a head with BatchNorm and an attention-like ``gamma``, and a classifier."""
-
-    def __init__(self, num_classes: int = 3) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
-        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GroupNorm(2, 4))
-        self.gamma = nn.Parameter(torch.zeros(1))
-        self.scale = nn.Parameter(torch.ones(2, 2))  # 2-D, but listed by the model's hook
-        self.aux_head = nn.Conv2d(4, num_classes, 1)
-        self.classifier = nn.Conv2d(4, num_classes, 1)
-
-    def no_weight_decay(self) -> set[str]:
-        return {"scale"}
-
-    def forward(self, images):
-        features = self.head(self.backbone(images)) * (1 + self.gamma)
-        return {"out": self.classifier(features)}
 
 
 def test_poly_decay_follows_the_formula_and_ends_at_zero():
