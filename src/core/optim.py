@@ -1,9 +1,10 @@
 """The optimiser pieces every task shares: parameter groups and per-iteration lr schedules.
 
 One rule for the groups, whatever the task: the backbone (``net.backbone``) trains at ``lr``,
-everything else at ``lr × head_lr_mult``; with ``exempt_norm_and_gamma`` the tensors timm exempts from
-weight decay get none — 1-D tensors (norm weights and biases, conv biases, the attention's
-γ) and the names the model lists in ``no_weight_decay()`` (timm's hook).
+everything else at ``lr × head_lr_mult``; with ``exempt_norm_and_gamma`` the tensors timm
+exempts from weight decay get none — 1-D tensors (norm weights and biases, conv biases, the
+attention's γ) and the names the model lists in ``no_weight_decay()`` (timm's hook). The
+official recipe decays every tensor, hence off by default.
 """
 
 from __future__ import annotations

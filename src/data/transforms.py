@@ -1,8 +1,10 @@
-"""Albumentations (2.x) pipelines: the CCNet/mmseg training augmentation and the eval one."""
+"""Albumentations (2.x) pipelines: the CCNet/mmseg training augmentation (its settings and
+their defaults in :class:`Augmentation`) and the evaluation one."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import albumentations as A
@@ -41,57 +43,107 @@ class PairSwappingHorizontalFlip(A.HorizontalFlip):
         return ("flip_pairs",)
 
 
-def photometric_distortion(
-    brightness_delta: float = 32,
-    contrast_range: Sequence[float] = (0.5, 1.5),
-    saturation_range: Sequence[float] = (0.5, 1.5),
-    hue_delta: float = 18,
-    p: float = 0.5,
-) -> list[A.BasicTransform]:
+@dataclass(frozen=True)
+class Augmentation:
+    """The training augmentation's settings, and the one home of their defaults (mmseg's
+    Cityscapes recipe: random scale 0.5–2.0, flip, PhotoMetricDistortion).
+
+    ``conf/data/base/segmentation.yaml`` restates these defaults as the ``data.augmentation``
+    node (a test keeps the two equal field by field). Values are normalised on construction
+    (ranges to float tuples), so an instance built from a Hydra node holds plain values.
+
+    - ``scale_range``: (low, high) of the random rescale before the crop, 0 < low ≤ high;
+    - ``flip_prob``: probability of the horizontal flip (left/right label pairs swap);
+    - ``photometric``: whether to distort colours at all; then ``brightness_delta`` (± of 255,
+      additive), ``contrast_range`` (multiplicative), ``saturation_range``, ``hue_delta``
+      (± in OpenCV's 0–180 hue units), each applied with ``photometric_prob``.
+    """
+
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flip_prob: float = 0.5
+    photometric: bool = True
+    brightness_delta: float = 32.0
+    contrast_range: tuple[float, float] = (0.5, 1.5)
+    saturation_range: tuple[float, float] = (0.5, 1.5)
+    hue_delta: float = 18.0
+    photometric_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("scale_range", "contrast_range", "saturation_range"):
+            low, high = (float(v) for v in getattr(self, name))
+            object.__setattr__(self, name, (low, high))
+        for name in ("flip_prob", "brightness_delta", "hue_delta", "photometric_prob"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "photometric", bool(self.photometric))
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+
+    @classmethod
+    def of(
+        cls, values: Mapping[str, Any] | Augmentation | None, where: str = "augmentation"
+    ) -> Augmentation:
+        """An ``Augmentation`` from an instance (as is), ``None`` (the defaults) or a mapping
+        of some fields (e.g. a config node; the others keep their defaults)."""
+        if isinstance(values, Augmentation):
+            return values
+        return cls().with_settings(values or {}, where)
+
+    def with_settings(self, values: Mapping[str, Any], where: str = "augmentation") -> Augmentation:
+        """A copy with ``values`` in place of those fields; an unknown key is an error that
+        names it as ``<where>.<key>`` (e.g. ``data.augmentation.flip``)."""
+        known = [f.name for f in fields(self)]
+        unknown = [str(key) for key in values if key not in known]
+        if unknown:
+            names = ", ".join(f"{where}.{key}" for key in unknown)
+            raise ValueError(f"unknown augmentation setting {names}; the settings are {known}")
+        return replace(self, **values)
+
+
+def photometric_distortion(augmentation: Augmentation) -> list[A.BasicTransform]:
     """mmseg's PhotoMetricDistortion in albumentations terms: additive brightness (±delta of
     255), multiplicative contrast, then saturation and hue (delta in OpenCV's 0–180 units)."""
-    lo, hi = contrast_range
+    brightness, hue = augmentation.brightness_delta / 255, augmentation.hue_delta / 180
+    low, high = augmentation.contrast_range
     return [
         A.RandomBrightnessContrast(
-            brightness_limit=(-brightness_delta / 255, brightness_delta / 255),
-            contrast_limit=(lo - 1, hi - 1),
+            brightness_limit=(-brightness, brightness),
+            contrast_limit=(low - 1, high - 1),
             brightness_by_max=True,
-            p=p,
+            p=augmentation.photometric_prob,
         ),
         A.ColorJitter(
             brightness=(1.0, 1.0),
             contrast=(1.0, 1.0),
-            saturation=tuple(saturation_range),
-            hue=(-hue_delta / 180, hue_delta / 180),
-            p=p,
+            saturation=augmentation.saturation_range,
+            hue=(-hue, hue),
+            p=augmentation.photometric_prob,
         ),
     ]
 
 
 def train_transform(
     crop_size: Sequence[int],
-    scale_range: Sequence[float] = (0.5, 2.0),
-    flip_prob: float = 0.5,
+    *,
+    augmentation: Augmentation | None = None,
     flip_pairs: Sequence[Sequence[int]] = (),
-    photometric: bool = True,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     ignore_index: int = IGNORE_INDEX,
-    brightness_delta: float = 32,
-    contrast_range: Sequence[float] = (0.5, 1.5),
-    saturation_range: Sequence[float] = (0.5, 1.5),
-    hue_delta: float = 18,
-    photometric_prob: float = 0.5,
+    **settings: Any,
 ) -> A.Compose:
     """Random scale, pad (image 0, mask ``ignore_index``) and crop to ``crop_size`` (h, w),
-    flip with left/right label swaps, photometric distortion, normalise, to tensors."""
+    flip with left/right label swaps, photometric distortion, normalise, to tensors.
+
+    The settings are ``augmentation`` (default :class:`Augmentation`'s defaults) with any of
+    its fields given by name in ``settings`` in their place, e.g. ``photometric=False``.
+    """
+    aug = Augmentation.of(augmentation).with_settings(settings)
     crop_h, crop_w = (int(s) for s in crop_size)
-    lo, hi = (float(s) for s in scale_range)
-    if not 0 < lo <= hi:
-        raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+    low, high = aug.scale_range
     steps: list[A.BasicTransform] = [
         A.RandomScale(
-            scale_limit=(lo - 1, hi - 1),
+            scale_limit=(low - 1, high - 1),
             interpolation=cv2.INTER_LINEAR,
             mask_interpolation=cv2.INTER_NEAREST,
             p=1.0,
@@ -105,12 +157,10 @@ def train_transform(
             fill_mask=ignore_index,
         ),
         A.RandomCrop(height=crop_h, width=crop_w),
-        PairSwappingHorizontalFlip(flip_pairs, p=flip_prob),
+        PairSwappingHorizontalFlip(flip_pairs, p=aug.flip_prob),
     ]
-    if photometric:
-        steps += photometric_distortion(
-            brightness_delta, contrast_range, saturation_range, hue_delta, photometric_prob
-        )
+    if aug.photometric:
+        steps += photometric_distortion(aug)
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     return A.Compose(steps)
 

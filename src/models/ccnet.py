@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from .backbone import create_backbone
-from .context import build_context, check_context, check_recurrence, no_weight_decay_names
+from .context import build_context, check_context, check_recurrence, gamma_names
 from .heads import ContextHead, FCNHead
 
 
@@ -64,7 +64,7 @@ class CCNet(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to keep out of weight decay: the attention scales γ (timm's hook)."""
-        return no_weight_decay_names(self)
+        return gamma_names(self)
 
 
 __all__ = ["CCNet"]

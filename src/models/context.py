@@ -109,7 +109,7 @@ def build_context(name: str, channels: int, recurrence: int = 2, dims: int = 2) 
     return CONTEXTS[name](channels, recurrence, dims)
 
 
-def no_weight_decay_names(module: nn.Module) -> set[str]:
+def gamma_names(module: nn.Module) -> set[str]:
     """Names of the attention scales γ in ``module`` (parameters called ``gamma``): a scalar
     that starts at 0 and must not be pulled back to it by weight decay (timm's
     ``no_weight_decay`` convention)."""
@@ -122,5 +122,5 @@ __all__ = [
     "build_context",
     "check_context",
     "check_recurrence",
-    "no_weight_decay_names",
+    "gamma_names",
 ]

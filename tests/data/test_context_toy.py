@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -164,9 +165,9 @@ def test_impossible_geometry_fails_early() -> None:
 def test_data_config_keeps_the_whole_image() -> None:
     """conf/data/context_toy.yaml: training batches are whole images, no crop or rescale
     (the key must stay in the picture), so no pixel is padding (ignored)."""
-    config = OmegaConf.create({"seed": 7, "data": OmegaConf.load(DATA_CONFIG)})
-    config.data.dataset.num_samples = {"train": 8, "val": 2, "test": 2}
-    config.data.batch_size = 4
+    overrides = ["+data=context_toy", "+seed=7", "data.batch_size=4"]
+    with initialize_config_dir(config_dir=str(DATA_CONFIG.parents[1]), version_base="1.3"):
+        config = compose(overrides=[*overrides, "data.dataset.num_samples={train:8,val:2,test:2}"])
     datamodule = instantiate(config.data)
     datamodule.setup("fit")
     assert datamodule.num_classes == 5

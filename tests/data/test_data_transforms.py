@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from src.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augmentation,
+    eval_transform,
+    train_transform,
+)
 
 
 def normalised(image: np.ndarray) -> np.ndarray:
@@ -84,3 +90,23 @@ def test_eval_transform_normalises_the_full_image():
 def test_bad_scale_range_is_refused():
     with pytest.raises(ValueError, match="scale_range"):
         train_transform((32, 32), scale_range=(2.0, 0.5))
+
+
+def test_augmentation_settings_come_from_one_place():
+    """Augmentation holds the defaults; train_transform takes it, and named settings in place
+    of some of its fields."""
+    aug = Augmentation.of({"scale_range": [1, 1], "photometric": False})
+    assert aug.scale_range == (1.0, 1.0) and aug.flip_prob == Augmentation().flip_prob
+    assert Augmentation.of(aug) is aug and Augmentation.of(None) == Augmentation()
+    with_photometric = train_transform((32, 32), augmentation=aug, photometric=True)
+    without = train_transform((32, 32), augmentation=aug)
+    assert len(with_photometric.transforms) == len(without.transforms) + 2
+
+
+def test_unknown_augmentation_settings_are_named():
+    with pytest.raises(ValueError, match=r"data\.augmentation\.flip\b.*flip_prob"):
+        Augmentation.of({"flip": 0.5}, where="data.augmentation")
+    with pytest.raises(ValueError, match=r"augmentation\.hue"):
+        train_transform((32, 32), hue=10)
+    with pytest.raises(ValueError, match="scale_range"):
+        Augmentation(scale_range=(0.0, 1.0))

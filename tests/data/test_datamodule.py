@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from src.core.datamodule import BaseDataModule
 from src.data.base import SegmentationDataset
 from src.data.cityscapes import CityscapesDataset
 from src.data.lip import LIPDataset
 from src.data.synthetic import SyntheticSegmentationDataset
-from src.data.transforms import PairSwappingHorizontalFlip
+from src.data.transforms import Augmentation, PairSwappingHorizontalFlip
+from src.tasks.instance.datamodule import InstanceDataModule
 from src.tasks.semantic.datamodule import SegmentationDataModule
 
 
@@ -70,7 +72,7 @@ def test_loaders_for_every_stage(fake_data):
         root=str(fake_data["cityscapes"]),
         crop_size=(32, 48),
         batch_size=2,
-        photometric=True,
+        augmentation={"photometric": True},
     )
     assert dm.num_classes == 19
     dm.setup("fit")
@@ -141,3 +143,24 @@ def test_each_worker_and_epoch_augments_differently():
     # batches 0 and 1 come from different workers; epoch 2 starts fresh workers
     assert not torch.equal(epochs[0][0], epochs[0][1])
     assert not torch.equal(epochs[0][0], epochs[1][0])
+
+
+def test_augmentation_is_a_mapping_of_some_settings_or_an_augmentation():
+    dm = synthetic_module(augmentation={"scale_range": [1, 1], "photometric": False})
+    assert dm.augmentation == Augmentation(scale_range=(1.0, 1.0), photometric=False)
+    assert synthetic_module().augmentation == Augmentation()
+    with pytest.raises(ValueError, match=r"data\.augmentation\.scale\b"):
+        synthetic_module(augmentation={"scale": [1, 1]})
+
+
+def test_both_wings_share_the_base_module():
+    assert issubclass(SegmentationDataModule, BaseDataModule)
+    assert issubclass(InstanceDataModule, BaseDataModule)
+    dm = synthetic_module(seed=None, num_workers=0, pin_memory=True)
+    assert isinstance(dm.seed, int) and dm.pin_memory == torch.cuda.is_available()
+    with pytest.raises(ValueError, match="batch_size"):
+        synthetic_module(val_batch_size=0)
+    with pytest.raises(ValueError, match="unknown stage 'fitting'"):
+        dm.setup("fitting")
+    with pytest.raises(TypeError, match="shuffle"):
+        synthetic_module(shuffle=True)  # not a loader option: refused, not ignored

@@ -134,3 +134,11 @@ def test_splits_with_different_categories_are_refused(fake_coco, tmp_path):
 def test_missing_root_names_the_layout(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="instances_<split>.json"):
         CocoInstanceDataset(tmp_path / "nowhere", "val2017")
+
+
+def test_too_small_a_train_split_and_unknown_stages_are_refused(fake_coco):
+    datamodule = InstanceDataModule(str(fake_coco), batch_size=3)
+    with pytest.raises(ValueError, match="'train2017' split has 2 samples, fewer than one batch"):
+        datamodule.train_dataloader()
+    with pytest.raises(ValueError, match="unknown stage 'predict'"):
+        datamodule.setup("predict")  # no prediction split in the instance wing
