@@ -216,3 +216,37 @@ def test_optuna_search_config():
     assert get_object(sweeper._target_).__name__ == "OptunaSweeper"
     assert sweeper.storage is None and sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/mIoU_best" and "model.recurrence" in sweeper.params
+
+
+def test_inference_settings_are_built_and_checked_once_per_run(data_dir, tmp_path, monkeypatch):
+    """validate_config builds the InferenceConfig; the module takes that object as it is, and
+    validation batches check no setting again."""
+    import torch
+
+    from src.app.validate import validate_config
+    from src.core.inference import InferenceConfig
+
+    built = []
+    original = InferenceConfig.__post_init__
+    monkeypatch.setattr(
+        InferenceConfig, "__post_init__", lambda self: built.append(1) or original(self)
+    )
+    cfg = load(
+        "train",
+        "experiment=synthetic",
+        "inference=slide",
+        "inference.crop_size=[32,32]",
+        "inference.stride=[16,16]",
+        *SMALL_MODEL,
+        output_dir=tmp_path,
+    )
+    checked = validate_config(cfg)
+    module = instantiate_module(cfg, instantiate(cfg.data), checked.inference)
+    assert module.inference is checked.inference and built == [1]
+    assert module.hparams.inference == checked.inference.as_dict()  # plain, for checkpoints
+    module.eval()
+    batch = {"image": torch.randn(2, 3, 40, 40), "mask": torch.zeros(2, 40, 40, dtype=torch.long)}
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    for index in range(3):
+        module.validation_step(batch, index)
+    assert built == [1]
