@@ -1,4 +1,4 @@
-"""Application helpers shared by the entry points: instantiation, results files, callbacks."""
+"""What the entry points share: config checks, instantiation, checkpoints, results, reports."""
 
 from src.app.instantiate import (
     instantiate_callbacks,

@@ -80,7 +80,7 @@ class Augmentation:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
 
     @classmethod
-    def of(
+    def from_config(
         cls, values: Mapping[str, Any] | Augmentation | None, where: str = "augmentation"
     ) -> Augmentation:
         """An ``Augmentation`` from an instance (as is), ``None`` (the defaults) or a mapping
@@ -138,7 +138,7 @@ def train_transform(
     The settings are ``augmentation`` (default :class:`Augmentation`'s defaults) with any of
     its fields given by name in ``settings`` in their place, e.g. ``photometric=False``.
     """
-    aug = Augmentation.of(augmentation).with_settings(settings)
+    aug = Augmentation.from_config(augmentation).with_settings(settings)
     crop_h, crop_w = (int(s) for s in crop_size)
     low, high = aug.scale_range
     steps: list[A.BasicTransform] = [

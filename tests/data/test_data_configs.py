@@ -53,7 +53,7 @@ def test_every_data_config_composes_with_the_stable_keys(name, tmp_path):
         assert all(key in data for key in STABLE_KEYS)
         assert data._target_ == "src.tasks.semantic.datamodule.SegmentationDataModule"
         assert data.dataset._partial_ is True
-        Augmentation.of(data.augmentation)  # every key known, every value valid
+        Augmentation.from_config(data.augmentation)  # every key known, every value valid
     # and it composes in the application's config, chosen on the command line
     assert compose_app(f"data={name}").data._target_ == data._target_
 
@@ -109,7 +109,7 @@ def test_config_builds_a_working_datamodule(fake_data, name, classes, val_names)
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, SegmentationDataModule)
     assert dm.num_classes == classes and dm.ignore_index == 255 and dm.seed == 7
-    assert dm.augmentation == Augmentation.of(cfg.data.augmentation)
+    assert dm.augmentation == Augmentation.from_config(cfg.data.augmentation)
     dm.setup("fit")
     train = next(iter(dm.train_dataloader()))
     assert train["image"].shape == (2, 3, 32, 32)

@@ -95,9 +95,9 @@ def test_bad_scale_range_is_refused():
 def test_augmentation_settings_come_from_one_place():
     """Augmentation holds the defaults; train_transform takes it, and named settings in place
     of some of its fields."""
-    aug = Augmentation.of({"scale_range": [1, 1], "photometric": False})
+    aug = Augmentation.from_config({"scale_range": [1, 1], "photometric": False})
     assert aug.scale_range == (1.0, 1.0) and aug.flip_prob == Augmentation().flip_prob
-    assert Augmentation.of(aug) is aug and Augmentation.of(None) == Augmentation()
+    assert Augmentation.from_config(aug) is aug and Augmentation.from_config(None) == Augmentation()
     with_photometric = train_transform((32, 32), augmentation=aug, photometric=True)
     without = train_transform((32, 32), augmentation=aug)
     assert len(with_photometric.transforms) == len(without.transforms) + 2
@@ -105,7 +105,7 @@ def test_augmentation_settings_come_from_one_place():
 
 def test_unknown_augmentation_settings_are_named():
     with pytest.raises(ValueError, match=r"data\.augmentation\.flip\b.*flip_prob"):
-        Augmentation.of({"flip": 0.5}, where="data.augmentation")
+        Augmentation.from_config({"flip": 0.5}, where="data.augmentation")
     with pytest.raises(ValueError, match=r"augmentation\.hue"):
         train_transform((32, 32), hue=10)
     with pytest.raises(ValueError, match="scale_range"):

@@ -8,7 +8,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from src.core.datamodule import BaseDataModule
-from src.data.base import IGNORE_INDEX, SegmentationDataset
+from src.data.base import SegmentationDataset
 from src.data.resumable import ResumableDataLoader, ResumableSampler, SeededSamples
 from src.data.transforms import (
     IMAGENET_MEAN,
@@ -55,7 +55,7 @@ class SegmentationDataModule(BaseDataModule):
         super().__init__(root, {**splits, "predict": predict_split}, batch_size, **loader)
         self.dataset_factory = dataset
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
-        self.augmentation = Augmentation.of(augmentation, where="data.augmentation")
+        self.augmentation = Augmentation.from_config(augmentation, where="data.augmentation")
         self.mean, self.std = tuple(mean), tuple(std)
 
     # -- what the model and the metrics need, available before setup ------------------------
@@ -104,7 +104,7 @@ class SegmentationDataModule(BaseDataModule):
             flip_pairs=self.flip_pairs,
             mean=self.mean,
             std=self.std,
-            ignore_index=IGNORE_INDEX,
+            ignore_index=self.ignore_index,
         )
 
     def eval_transform(self) -> Callable:
