@@ -33,7 +33,8 @@ from src.app import (
 from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
 from src.app.plots import save_evaluation_plots
 from src.app.report import iou_table, print_table
-from src.app.validate import CheckedConfig, validate_or_exit
+from src.app.run import run_task
+from src.app.validate import CheckedConfig
 from src.callbacks.prediction_writer import prediction_writer
 from src.callbacks.wandb_images import log_image_files
 
@@ -137,8 +138,9 @@ def _write_plots(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the split's mIoU."""
-    checked = validate_or_exit(cfg)
-    return evaluate(cfg, checked)["metrics"].get(f"{cfg.split}/mIoU")
+    return run_task(
+        lambda cfg, checked: evaluate(cfg, checked)["metrics"].get(f"{cfg.split}/mIoU"), cfg
+    )
 
 
 if __name__ == "__main__":

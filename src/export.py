@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from src.app import task_wrapper, write_results
 from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
 from src.app.results import key_config
-from src.app.validate import validate_or_exit
+from src.app.run import run_task
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,7 @@ def _required(cfg: DictConfig, key: str) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    validate_or_exit(cfg)
-    export(cfg)
+    run_task(lambda cfg, checked: export(cfg), cfg)
 
 
 if __name__ == "__main__":

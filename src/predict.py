@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from src.app import task_wrapper, write_results
 from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
 from src.app.results import key_config
-from src.app.validate import CheckedConfig, validate_or_exit
+from src.app.run import run_task
+from src.app.validate import CheckedConfig
 from src.core.inference import InferenceConfig, check_flip_pairs, predict_logits_with
 from src.core.prediction_files import visual_paths, write_visuals
 from src.data.base import ImageReadError, bit_palette, read_image
@@ -187,8 +188,7 @@ def _progress() -> Progress:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    checked = validate_or_exit(cfg)
-    predict(cfg, checked)
+    run_task(predict, cfg)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from src.app import (
     write_results,
 )
 from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
-from src.app.validate import CheckedConfig, validate_or_exit
+from src.app.run import run_task
+from src.app.validate import CheckedConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,7 @@ def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the optimised metric for sweepers."""
-    checked = validate_or_exit(cfg)
-    return optimized_value(cfg, train(cfg, checked))
+    return run_task(lambda cfg, checked: optimized_value(cfg, train(cfg, checked)), cfg)
 
 
 if __name__ == "__main__":

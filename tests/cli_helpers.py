@@ -25,11 +25,14 @@ def run_cli_status(
     timeout: int = 300,
     cwd: Path = ROOT,
     wandb_mode: str = "offline",
+    full_error: bool = True,
 ) -> tuple[int, str]:
     """Run ``python -m src.<entry> [overrides]`` from ``cwd``; return (exit code, output).
     From another folder than the repository the repository is put on PYTHONPATH, as for an
-    outside user."""
-    env = {**os.environ, "WANDB_MODE": wandb_mode, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    outside user. ``full_error``: tracebacks on the console (``HYDRA_FULL_ERROR=1``, handy
+    when a test fails); False runs as a user does, with the one-line error report."""
+    env = {**os.environ, "WANDB_MODE": wandb_mode, "OMP_NUM_THREADS": "1"}
+    env["HYDRA_FULL_ERROR"] = "1" if full_error else "0"
     if Path(cwd) != ROOT:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run(

@@ -17,6 +17,9 @@ from pytorch_lightning.utilities import rank_zero_only
 from src.core.atomic import atomic_write_text
 
 RESULTS_FILE = "results.json"
+"""A finished run's numbers, in its run folder."""
+FAILURE_FILE = "failure.json"
+"""Written instead in the run folder of a run that failed: the error and the exit code."""
 
 # The config values a reader needs to tell runs apart (missing keys are left out).
 KEY_CONFIG = (

@@ -13,21 +13,32 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.app.report import print_table, runs_table
-from src.app.results import RESULTS_FILE
+from src.app.results import FAILURE_FILE, RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
 
 def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The results of every job under ``sweep_dir``, in job order."""
+    """The results of every job under ``sweep_dir``, in job order; a job that failed gives
+    its overrides and ``failed`` (the error line) instead of metrics."""
     runs = []
     for path in sorted(sweep_dir.glob(f"**/{RESULTS_FILE}")):
         results = json.loads(path.read_text())
         results["job"] = str(path.parent.relative_to(sweep_dir))
         runs.append(results)
+    for path in sorted(sweep_dir.glob(f"**/{FAILURE_FILE}")):
+        failure = json.loads(path.read_text())
+        overrides = path.parent / ".hydra" / "overrides.yaml"
+        runs.append(
+            {
+                "job": str(path.parent.relative_to(sweep_dir)),
+                "failed": failure.get("error", "failed").splitlines()[0],
+                "overrides": list(OmegaConf.load(overrides)) if overrides.is_file() else [],
+            }
+        )
     return sorted(runs, key=lambda r: (len(r["job"]), r["job"]))
 
 
@@ -62,9 +73,12 @@ def summarize(runs: Sequence[Mapping[str, Any]], metric: str) -> tuple[list[dict
             row["val/mIoU"] = metrics.get("val/mIoU")
         row["global_step"] = run.get("global_step")
         row["wall_time_s"] = run.get("wall_time_s")
+        if any("failed" in r for r in runs):
+            row["status"] = f"failed: {run['failed']}" if "failed" in run else "ok"
         rows.append(row)
     columns = ["job", *keys, metric, *(["val/mIoU"] if metric != "val/mIoU" else [])]
-    return rows, [*columns, "global_step", "wall_time_s"]
+    status = ["status"] if any("failed" in r for r in runs) else []
+    return rows, [*columns, "global_step", "wall_time_s", *status]
 
 
 def figure(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str) -> Any:

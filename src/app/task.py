@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def task_wrapper(task: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``task(cfg, ...)``, log a failure with its output folder, and always close W&B.
+    """Run ``task(cfg, ...)`` and always close W&B afterwards (failures propagate; the
+    entry points report them once, through :func:`src.app.run.run_task`).
 
     Closing the W&B run matters in multirun: every job of a sweep runs in the same process,
     and without ``wandb.finish()`` the next job would keep logging into the previous run.
@@ -26,12 +27,6 @@ def task_wrapper(task: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(cfg: DictConfig, *args: Any, **kwargs: Any) -> Any:
         try:
             return task(cfg, *args, **kwargs)
-        except Exception:
-            output_dir = OmegaConf.select(
-                cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False
-            )
-            log.exception("%s failed; its output is in %s", cfg.get("task_name"), output_dir)
-            raise
         finally:
             finish_wandb()
 

@@ -24,7 +24,7 @@ Hydra composes the config, before a dataset is scanned or a backbone built:
   schedule needs one;
 - ``ckpt_path``, when given, is a file.
 
-The entry points call :func:`validate_or_exit`: an invalid config logs
+The entry points call it through :func:`src.app.run.run_task`: an invalid config logs
 ``invalid config: <key>...`` and ends the process with exit code 2; a valid one gives the
 :class:`CheckedConfig` the run goes on with.
 """
@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import logging
 import math
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +45,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from src.core.inference import InferenceConfig
 from src.models.backbone import OUTPUT_STRIDE, check_backbone_name
 from src.models.context import check_context, check_recurrence
-
-log = logging.getLogger(__name__)
 
 TARGET_NODES = ("model", "module", "loss", "data", "data.dataset", "trainer")
 EXIT_CODE = 2
@@ -76,15 +72,6 @@ def validate_config(cfg: DictConfig) -> CheckedConfig:
     _check_length(cfg)
     _check_ckpt_path(cfg)
     return CheckedConfig(inference=inference)
-
-
-def validate_or_exit(cfg: DictConfig) -> CheckedConfig:
-    """:func:`validate_config` for the entry points: log the one-line reason and exit (2)."""
-    try:
-        return validate_config(cfg)
-    except ConfigError as err:
-        log.error("invalid config: %s", err)
-        sys.exit(EXIT_CODE)
 
 
 def _value(cfg: DictConfig, key: str) -> Any:

@@ -1,0 +1,82 @@
+"""How every entry point runs its task: check the config, run, and fail in one clear line.
+
+:func:`run_task` is the whole body of each ``main``. A failure prints one line on the console
+(the error's own message), keeps the traceback in the run's log file only (the console gets it
+too with ``HYDRA_FULL_ERROR=1``, as Hydra does), writes ``failure.json`` in the run folder (so
+a failed run is recognisable: it has that file and no ``results.json``) and ends the process
+with exit code 2 (invalid config) or 1. In a multirun, a failed job does not end the sweep:
+the next jobs run, and the sweep summary marks the failed one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from src.app.results import FAILURE_FILE
+from src.app.validate import EXIT_CODE, CheckedConfig, ConfigError, validate_config
+from src.core.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FAILED_VALUE = float("nan")
+"""What a failed multirun job returns to the sweeper."""
+
+
+def run_task(task: Callable[[DictConfig, CheckedConfig], Any], cfg: DictConfig) -> Any:
+    """``task(cfg, checked)`` after the config check; a failure is reported once (see the
+    module docstring). Returns the task's value, or :data:`FAILED_VALUE` for a failed job of
+    a multirun."""
+    try:
+        checked = validate_config(cfg)
+    except ConfigError as err:
+        return _fail(cfg, f"invalid config: {err}", err, EXIT_CODE)
+    try:
+        return task(cfg, checked)
+    except Exception as err:
+        return _fail(cfg, f"{type(err).__name__}: {err}", err, 1)
+
+
+def _fail(cfg: DictConfig, message: str, err: BaseException, exit_code: int) -> float:
+    """Report the failure once; exit, or return :data:`FAILED_VALUE` in a multirun. With
+    ``HYDRA_FULL_ERROR=1`` the error propagates instead (Hydra prints the whole traceback)."""
+    log_file = _log_traceback(err)
+    output_dir = OmegaConf.select(
+        cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False
+    )
+    if output_dir:
+        record = {"error": message, "exit_code": exit_code, "log_file": log_file}
+        atomic_write_text(Path(output_dir) / FAILURE_FILE, json.dumps(record, indent=2) + "\n")
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    log.error(message)
+    if _multirun():
+        log.error("this job failed; the sweep goes on with the next one")
+        return FAILED_VALUE
+    sys.exit(exit_code)
+
+
+def _log_traceback(err: BaseException) -> str | None:
+    """Write the traceback to the log file handlers only (not the console); their path."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if not files:
+        return None
+    text = "".join(traceback.format_exception(err)).rstrip()
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    for handler in files:
+        handler.handle(record)
+    return files[0].baseFilename
+
+
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
