@@ -177,3 +177,20 @@ def net_from_checkpoint(
             f"experiment and model.* overrides it was trained with.\n{err}"
         ) from err
     return net.eval()
+
+
+AUTO = "auto"
+"""``ckpt_path=auto``: the newest ``last.ckpt`` of the same experiment."""
+
+
+def newest_last_checkpoint(log_dir: str | Path, experiment: str | None) -> Path:
+    """The most recently written ``last.ckpt`` under ``<log_dir>/train/runs/<experiment>/``
+    (``default`` without an experiment); an error naming the folder when there is none."""
+    runs = Path(log_dir) / "train" / "runs" / (experiment or "default")
+    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"ckpt_path=auto: no last.ckpt under {runs}/*/checkpoints/ (train "
+            f"experiment={experiment or 'default'} first, or give ckpt_path=PATH)"
+        )
+    return found[-1]

@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src.app.checkpoint import AUTO, newest_last_checkpoint
 from src.app.results import FAILURE_FILE
 from src.app.validate import EXIT_CODE, CheckedConfig, ConfigError, validate_config
 from src.core.atomic import atomic_write_text
@@ -38,6 +39,7 @@ def run_task(task: Callable[[DictConfig, CheckedConfig], Any], cfg: DictConfig) 
     module docstring). Returns the task's value, or :data:`FAILED_VALUE` for a failed job of
     a multirun."""
     try:
+        _resolve_auto_checkpoint(cfg)
         checked = validate_config(cfg)
     except ConfigError as err:
         return _fail(cfg, f"invalid config: {err}", err, EXIT_CODE)
@@ -76,6 +78,20 @@ def _log_traceback(err: BaseException) -> str | None:
     for handler in files:
         handler.handle(record)
     return files[0].baseFilename
+
+
+def _resolve_auto_checkpoint(cfg: DictConfig) -> None:
+    """``ckpt_path=auto`` becomes the newest ``last.ckpt`` of this run's experiment."""
+    if cfg.get("ckpt_path") != AUTO:
+        return
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    experiment = hydra_cfg.runtime.choices.get("experiment") if hydra_cfg else None
+    try:
+        path = newest_last_checkpoint(cfg.paths.log_dir, experiment)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from err
+    log.info("ckpt_path=auto: %s", path)
+    cfg.ckpt_path = str(path)
 
 
 def _multirun() -> bool:

@@ -29,7 +29,7 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "logger=wandb",
         cwd=launch_dir,
     )
-    (sweep,) = (launch_dir / "logs" / "train" / "multiruns").iterdir()
+    (sweep,) = (launch_dir / "logs" / "train" / "multiruns" / "synthetic").iterdir()
     return sweep
 
 

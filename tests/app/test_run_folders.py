@@ -1,0 +1,48 @@
+"""Run folders by experiment (logs/<task>/runs/<experiment>/<time>/) and ckpt_path=auto, the
+newest last.ckpt of the same experiment, as a user meets them from a fresh working folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_helpers import run_cli, run_cli_status
+
+FAST = [
+    "experiment=synthetic",
+    "data.dataset.num_samples={train: 8, val: 2, test: 2}",
+    "data.batch_size=2",
+    "data.crop_size=[64,64]",
+    "model.channels=16",
+    "model.aux_channels=16",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
+def _run_dirs(root: Path, task: str) -> list[Path]:
+    return sorted((root / "logs" / task / "runs" / "synthetic").iterdir())
+
+
+def test_runs_are_foldered_by_experiment_and_auto_resumes_the_newest(tmp_path: Path):
+    run_cli("train", *FAST, "trainer.max_steps=2", "trainer.val_check_interval=2", cwd=tmp_path)
+    first = _run_dirs(tmp_path, "train")
+    assert len(first) == 1 and (first[0] / "checkpoints" / "last.ckpt").is_file()
+
+    output = run_cli(
+        "train", *FAST, "ckpt_path=auto", "trainer.max_steps=4", "trainer.val_check_interval=2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert f"ckpt_path=auto: {first[0] / 'checkpoints' / 'last.ckpt'}" in output
+    second = [d for d in _run_dirs(tmp_path, "train") if d not in first]
+    results = json.loads((second[0] / "results.json").read_text())
+    assert results["global_step"] == 4  # continued from step 2, not from scratch
+
+    run_cli("eval", *FAST, "ckpt_path=auto", cwd=tmp_path)
+    assert len(_run_dirs(tmp_path, "eval")) == 1
+
+
+def test_auto_without_a_run_is_a_one_line_config_error(tmp_path: Path):
+    code, output = run_cli_status("eval", "ckpt_path=auto", cwd=tmp_path, full_error=False)
+    assert code == 2
+    assert "invalid config: ckpt_path=auto: no last.ckpt under" in output
+    assert "Traceback" not in output
