@@ -138,9 +138,11 @@ def _write_plots(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the split's mIoU."""
-    return run_task(
-        lambda cfg, checked: evaluate(cfg, checked)["metrics"].get(f"{cfg.split}/mIoU"), cfg
-    )
+
+    def score(cfg: DictConfig, checked: CheckedConfig) -> float | None:
+        return evaluate(cfg, checked)["metrics"].get(f"{cfg.split}/mIoU")
+
+    return run_task(score, cfg, config_from_ckpt=True)
 
 
 if __name__ == "__main__":

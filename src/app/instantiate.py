@@ -11,6 +11,7 @@ from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger
 
 from src.app.checkpoint import model_description
+from src.app.launch import launch_record
 from src.core.inference import InferenceConfig
 
 
@@ -79,7 +80,9 @@ def instantiate_module(
         kwargs["criterion"] = hydra.utils.instantiate(loss, ignore_index=datamodule.ignore_index)
     # objects go in as they are, not through an OmegaConf merge (which would turn the
     # InferenceConfig dataclass back into a config node)
-    return hydra.utils.instantiate(cfg.module, _partial_=True)(**kwargs)
+    module = hydra.utils.instantiate(cfg.module, _partial_=True)(**kwargs)
+    module.launch = launch_record()  # kept in checkpoints: eval rebuilds the config from it
+    return module
 
 
 def _constructor_arguments(node: DictConfig) -> set[str] | None:

@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.app.checkpoint import AUTO, newest_last_checkpoint
+from src.app.launch import config_from_checkpoint
 from src.app.results import FAILURE_FILE
 from src.app.validate import EXIT_CODE, CheckedConfig, ConfigError, validate_config
 from src.core.atomic import atomic_write_text
@@ -34,12 +35,19 @@ FAILED_VALUE = float("nan")
 """What a failed multirun job returns to the sweeper."""
 
 
-def run_task(task: Callable[[DictConfig, CheckedConfig], Any], cfg: DictConfig) -> Any:
+def run_task(
+    task: Callable[[DictConfig, CheckedConfig], Any],
+    cfg: DictConfig,
+    config_from_ckpt: bool = False,
+) -> Any:
     """``task(cfg, checked)`` after the config check; a failure is reported once (see the
-    module docstring). Returns the task's value, or :data:`FAILED_VALUE` for a failed job of
-    a multirun."""
+    module docstring). With ``config_from_ckpt`` (eval, predict, export), the config is first
+    rebuilt from ``ckpt_path``'s launch record (:mod:`src.app.launch`). Returns the task's
+    value, or :data:`FAILED_VALUE` for a failed job of a multirun."""
     try:
         _resolve_auto_checkpoint(cfg)
+        if config_from_ckpt:
+            cfg = config_from_checkpoint(cfg)
         checked = validate_config(cfg)
     except ConfigError as err:
         return _fail(cfg, f"invalid config: {err}", err, EXIT_CODE)

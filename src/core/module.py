@@ -81,6 +81,9 @@ class TaskModule(pl.LightningModule):
             )
         self.net = net
         self.checkpoint_global_step: int | None = None
+        # How the run was launched (experiment, overrides), set by the app; kept in every
+        # checkpoint so that eval / predict / export rebuild the config from it alone.
+        self.launch: dict[str, Any] | None = None
 
     def lr_schedule(self, total_steps: int) -> Callable[[int], float]:
         """The lr factor of each step over ``total_steps`` (a closed-form object that
@@ -118,6 +121,11 @@ class TaskModule(pl.LightningModule):
     def on_train_start(self) -> None:
         """End the schedule at this trainer's last step, also when resuming a shorter run."""
         retarget_schedules(self.trainer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the launch record (plain values) beside the weights."""
+        if self.launch is not None:
+            checkpoint["launch"] = self.launch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Remember the step the loaded checkpoint was saved at (eval reports it)."""

@@ -131,6 +131,7 @@ class SegmentationModule(TaskModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the count of skipped non-finite batches across a resume."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint["skipped_batches"] = self.skipped_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
