@@ -67,7 +67,7 @@ def evaluate(cfg: DictConfig, checked: CheckedConfig | None = None) -> dict[str,
     log_hyperparameters(cfg, loggers, module)
 
     run = trainer.validate if cfg.split == "val" else trainer.test
-    run(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    run(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
 
     results = collect_results(
         cfg,

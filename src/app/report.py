@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from src.app.console import log_to_file
 
 
 def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
@@ -41,5 +44,9 @@ def runs_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title:
 
 
 def print_table(table: Table) -> None:
-    """Print a rich table, wide enough that class names never wrap."""
+    """Print a rich table, wide enough that class names never wrap; the run's log file gets
+    the same table as plain text."""
     Console(width=max(100, Console().width)).print(table)
+    plain = Console(width=100, color_system=None, record=True, file=io.StringIO())
+    plain.print(table)
+    log_to_file("\n" + plain.export_text())

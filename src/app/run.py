@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.app.checkpoint import AUTO, newest_last_checkpoint
+from src.app.console import log_to_file, print_config_tree, quiet_and_route_logs
 from src.app.launch import config_from_checkpoint
 from src.app.results import FAILURE_FILE
 from src.app.validate import EXIT_CODE, CheckedConfig, ConfigError, validate_config
@@ -44,6 +45,7 @@ def run_task(
     module docstring). With ``config_from_ckpt`` (eval, predict, export), the config is first
     rebuilt from ``ckpt_path``'s launch record (:mod:`src.app.launch`). Returns the task's
     value, or :data:`FAILED_VALUE` for a failed job of a multirun."""
+    quiet_and_route_logs()
     try:
         _resolve_auto_checkpoint(cfg)
         if config_from_ckpt:
@@ -51,6 +53,8 @@ def run_task(
         checked = validate_config(cfg)
     except ConfigError as err:
         return _fail(cfg, f"invalid config: {err}", err, EXIT_CODE)
+    if cfg.get("print_config", True):
+        print_config_tree(cfg, _output_dir(cfg))
     try:
         return task(cfg, checked)
     except Exception as err:
@@ -61,9 +65,7 @@ def _fail(cfg: DictConfig, message: str, err: BaseException, exit_code: int) -> 
     """Report the failure once; exit, or return :data:`FAILED_VALUE` in a multirun. With
     ``HYDRA_FULL_ERROR=1`` the error propagates instead (Hydra prints the whole traceback)."""
     log_file = _log_traceback(err)
-    output_dir = OmegaConf.select(
-        cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False
-    )
+    output_dir = _output_dir(cfg)
     if output_dir:
         record = {"error": message, "exit_code": exit_code, "log_file": log_file}
         atomic_write_text(Path(output_dir) / FAILURE_FILE, json.dumps(record, indent=2) + "\n")
@@ -76,16 +78,17 @@ def _fail(cfg: DictConfig, message: str, err: BaseException, exit_code: int) -> 
     sys.exit(exit_code)
 
 
+def _output_dir(cfg: DictConfig) -> str | None:
+    """The run folder, when the config resolves one."""
+    return OmegaConf.select(
+        cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False
+    )
+
+
 def _log_traceback(err: BaseException) -> str | None:
-    """Write the traceback to the log file handlers only (not the console); their path."""
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    if not files:
-        return None
+    """Write the traceback to the run's log file only (not the console); the file's path."""
     text = "".join(traceback.format_exception(err)).rstrip()
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
-    for handler in files:
-        handler.handle(record)
-    return files[0].baseFilename
+    return log_to_file(text, logging.ERROR, log.name)
 
 
 def _resolve_auto_checkpoint(cfg: DictConfig) -> None:

@@ -1,0 +1,39 @@
+"""The console and the log file of a run, as a user sees them: one progress bar counting steps
+against max_steps, no FLOPs column, none of the libraries' noise, the config tree printed and
+saved, the whole console log in the run's log file, and one IoU table from eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli_helpers import run_cli
+
+FAST = [
+    "experiment=synthetic",
+    "data.dataset.num_samples={train: 8, val: 2, test: 2}",
+    "data.batch_size=2",
+    "data.crop_size=[64,64]",
+    "model.channels=16",
+    "model.aux_channels=16",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=4",
+]
+NOISE = ("Epoch 0/-2", "FLOPs", "Tip:", "LeafSpec", "callbacks used to create the checkpoint")
+
+
+def test_train_and_eval_console_and_log_file(tmp_path: Path):
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    output = run_cli("train", *FAST, f"hydra.run.dir={train_dir}")
+    assert "train" in output and "4/4" in output  # steps against max_steps
+    assert not [text for text in NOISE if text in output]
+    tree = (train_dir / "config_tree.log").read_text()
+    assert "model" in tree and "backbone: resnet10t" in tree
+    log = (train_dir / "train.log").read_text()
+    assert "GPU available" in log and "results written to" in log  # Lightning's lines too
+
+    output = run_cli(
+        "eval", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}"
+    )
+    assert "IoU %" in output and "Validate metric" not in output  # ours, not Lightning's
+    assert not [text for text in NOISE if text in output]
+    assert "IoU %" in (eval_dir / "eval.log").read_text()
