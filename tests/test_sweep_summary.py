@@ -55,7 +55,7 @@ def test_summary_rows_follow_the_jobs(recurrence_sweep):
         ("3", None),
     ]
     table = markdown(rows, columns).splitlines()
-    assert len(table) == 6 and "| 2 | 2 | 0.9300 |" in table[4] and "—" in table[5]
+    assert len(table) == 6 and "| 2 | 2 | 93.00 |" in table[4] and "—" in table[5]  # percent
 
 
 def test_numeric_sweep_plots_a_line_ticked_at_the_swept_values(recurrence_sweep):
@@ -64,9 +64,9 @@ def test_numeric_sweep_plots_a_line_ticked_at_the_swept_values(recurrence_sweep)
     (ax,) = fig.axes
     (line,) = ax.lines
     assert list(line.get_xdata()) == [0.0, 1.0, 2.0]  # the unscored job is left out
-    assert list(line.get_ydata()) == [0.48, 0.51, 0.93]
+    assert list(line.get_ydata()) == pytest.approx([48.0, 51.0, 93.0])  # mIoU in percent
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
-    assert [t.get_text() for t in ax.texts] == ["0.480", "0.510", "0.930"]
+    assert [t.get_text() for t in ax.texts] == ["48.00", "51.00", "93.00"]
     plt.close(fig)
 
 

@@ -34,12 +34,17 @@ def iou_table(per_class: Mapping[str, float | None], miou: float | None, title: 
 
 
 def runs_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title: str) -> Table:
-    """One row per run of a sweep, the given columns in order."""
+    """One row per run of a sweep, the given columns in order (mIoU columns in percent)."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="left" if column == "job" else "right")
     for row in rows:
-        table.add_row(*(_fmt(row.get(c), digits=4) for c in columns))
+        table.add_row(
+            *(
+                _fmt(row.get(c), percent=True) if "mIoU" in c else _fmt(row.get(c), digits=4)
+                for c in columns
+            )
+        )
     return table
 
 

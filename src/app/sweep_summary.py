@@ -89,23 +89,25 @@ def figure(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: str) 
     import matplotlib.pyplot as plt
 
     scored = [r for r in rows if r.get(metric) is not None]
+    scale = 100.0 if "mIoU" in metric else 1.0  # mIoU in percent, as every table shows it
     fig, ax = plt.subplots(figsize=(6, 4))
     numeric = len(keys) == 1 and all(_is_number(r.get(keys[0])) for r in scored)
     if numeric and scored:
-        points = sorted((float(r[keys[0]]), r[metric]) for r in scored)
+        points = sorted((float(r[keys[0]]), r[metric] * scale) for r in scored)
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o")
         ticks = {float(r[keys[0]]): str(r[keys[0]]) for r in scored}  # value -> as swept
         if len(ticks) <= 12:  # few values (e.g. R = 0, 1, 2): tick exactly those
             ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
         for x, y in points:
-            ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
+            label = f"{y:.2f}" if scale != 1.0 else f"{y:.3f}"
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
         ax.margins(y=0.15)  # room for the labels
         ax.set_xlabel(keys[0])
     else:
         labels = [", ".join(f"{k}={r.get(k)}" for k in keys) or r["job"] for r in scored]
-        ax.bar(range(len(scored)), [r[metric] for r in scored])
+        ax.bar(range(len(scored)), [r[metric] * scale for r in scored])
         ax.set_xticks(range(len(scored)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (%)" if scale != 1.0 else metric)
     ax.set_title(f"{metric} per sweep job")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -125,7 +127,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """The rows as a Markdown table."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [_cell(row.get(c)) for c in columns]
+        cells = [_cell(row.get(c), c) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -162,7 +164,10 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
+    """A table cell: mIoU columns in percent (as every table shows mIoU), numbers to 4 digits."""
     if value is None:
         return "—"
+    if isinstance(value, float) and "mIoU" in column:
+        return f"{value * 100:.2f}"
     return f"{value:.4f}" if isinstance(value, float) else str(value)

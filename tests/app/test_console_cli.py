@@ -4,6 +4,7 @@ saved, the whole console log in the run's log file, and one IoU table from eval.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cli_helpers import run_cli
@@ -30,6 +31,10 @@ def test_train_and_eval_console_and_log_file(tmp_path: Path):
     assert "model" in tree and "backbone: resnet10t" in tree
     log = (train_dir / "train.log").read_text()
     assert "GPU available" in log and "results written to" in log  # Lightning's lines too
+    # one scale for mIoU where a person reads it: the best checkpoint's name is in percent
+    results = json.loads((train_dir / "results.json").read_text())
+    (best,) = (train_dir / "checkpoints").glob("best_*.ckpt")
+    assert best.name == f"best_step000004_miou{results['metrics']['val/mIoU'] * 100:.2f}.ckpt"
 
     output = run_cli(
         "eval", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={eval_dir}"
