@@ -7,18 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app_helpers import TINY
 from cli_helpers import run_cli
 
-FAST = [
-    "experiment=synthetic",
-    "data.dataset.num_samples={train: 8, val: 2, test: 2}",
-    "data.batch_size=2",
-    "data.crop_size=[64,64]",
-    "model.channels=16",
-    "model.aux_channels=16",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=4",
-]
+FAST = [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=4"]
 NOISE = ("Epoch 0/-2", "FLOPs", "Tip:", "LeafSpec", "callbacks used to create the checkpoint")
 
 

@@ -7,20 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from app_helpers import TINY
 from cli_helpers import run_cli_status
 
-FAST = [
-    "experiment=synthetic",
-    "data.dataset.num_samples={train: 8, val: 2, test: 2}",
-    "data.batch_size=2",
-    "data.crop_size=[64,64]",
-    "model.channels=16",
-    "model.aux_channels=16",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.num_sanity_val_steps=0",
-    "callbacks=none",
-]
+FAST = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "callbacks=none"]
 
 
 def test_a_data_error_is_one_line_and_the_traceback_goes_to_the_log_file(tmp_path: Path):
@@ -46,6 +37,7 @@ def test_a_data_error_is_one_line_and_the_traceback_goes_to_the_log_file(tmp_pat
     assert not (run_dir / "results.json").exists()
 
 
+@pytest.mark.slow  # Hydra's own switch; the default path is the test above
 def test_hydra_full_error_shows_the_traceback(tmp_path: Path):
     code, output = run_cli_status(
         "train", "data=cityscapes", f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}"

@@ -6,17 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app_helpers import TINY
 from cli_helpers import run_cli, run_cli_status
 
-FAST = [
-    "experiment=synthetic",
-    "data.dataset.num_samples={train: 8, val: 2, test: 2}",
-    "data.batch_size=2",
-    "data.crop_size=[64,64]",
-    "model.channels=16",
-    "model.aux_channels=16",
-    "trainer.num_sanity_val_steps=0",
-]
+FAST = [*TINY]
 
 
 def _run_dirs(root: Path, task: str) -> list[Path]:
