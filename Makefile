@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install train eval test test-all lint format bench sweep clean
+.PHONY: help install train eval predict export test test-all lint format bench sweep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,12 @@ train: $(STAMP)  ## train (default: the synthetic experiment on the CPU); ARGS="
 
 eval: $(STAMP)  ## evaluate a checkpoint; ARGS="experiment=... ckpt_path=..."
 	$(PY) -m src.eval $(ARGS)
+
+predict: $(STAMP)  ## segment images; ARGS="ckpt_path=... input=DIR_OR_FILE output=DIR"
+	$(PY) -m src.predict $(ARGS)
+
+export: $(STAMP)  ## export a checkpoint to ONNX; ARGS="ckpt_path=... output=model.onnx"
+	$(PY) -m src.export $(ARGS)
 
 test: $(STAMP)  ## run the test suite (slow tests excluded)
 	WANDB_MODE=offline $(PY) -m pytest $(ARGS)

@@ -7,10 +7,19 @@ inference does (``src.core.inference``), so ``argmax(1)`` is the prediction. Bat
 width are dynamic. It uses the TorchScript-based exporter (``dynamo=False`` with
 ``dynamic_axes``): torch 2.14's dynamo exporter fails on the criss-cross op with symbolic
 sizes. After export the model is run in onnxruntime at two sizes and compared with PyTorch.
+
+The graph is **whole-image** inference only: sliding windows, scales and flips
+(``inference=slide`` / ``slide_ms_flip``) are not in it. What a consumer needs besides the graph
+is stored in the file as ONNX ``metadata_props`` with JSON-encoded values (:func:`onnx_metadata`,
+read back with ``onnx.load(f).metadata_props`` or onnxruntime's
+``get_modelmeta().custom_metadata_map``): ``num_classes``, ``class_names``, ``palette``,
+``normalization`` (RGB, pixels / 255, then minus mean, over std) and the ``input`` / ``output``
+semantics.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -28,6 +37,8 @@ from src.app import task_wrapper, write_results
 from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
 from src.app.results import key_config
 from src.app.run import run_task
+from src.data.transforms import eval_transform
+from src.predict import class_palette
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +65,20 @@ class FullResolutionLogits(nn.Module):
 
 
 def export_onnx(
-    net: nn.Module, path: str | Path, input_size: Sequence[int] = (512, 512), opset: int = 17
+    net: nn.Module,
+    path: str | Path,
+    input_size: Sequence[int] = (512, 512),
+    opset: int = 17,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``net`` (wrapped in :class:`FullResolutionLogits`, eval mode) as ONNX to ``path``.
 
     The trace runs on a 1×3×``input_size`` zero batch. The tracer's warnings about Python-level
     shape checks are silenced: :func:`compare_onnx` at a second size catches a graph that
     kept the traced size. The output is declared batch×K×height×width with K the classes
-    (the exporter itself leaves K symbolic after the final resize).
+    (the exporter itself leaves K symbolic after the final resize). ``metadata`` (from
+    :func:`onnx_metadata`: classes, palette, normalisation) is stored with what the graph
+    itself fixes (classes, input and output semantics) by :func:`_write_model_info`.
     """
     height, width = _size(input_size, "input_size")
     path = Path(path)
@@ -83,19 +100,84 @@ def export_onnx(
             dynamo=False,
         )
         num_classes = wrapper(example).shape[1]
-    _declare_classes(path, num_classes)
+    _write_model_info(path, num_classes, {**graph_metadata(num_classes), **(metadata or {})})
     return path
 
 
-def _declare_classes(path: Path, num_classes: int) -> None:
-    """Set the class axis of the ONNX output to ``num_classes`` and check the model."""
+def graph_metadata(num_classes: int) -> dict[str, Any]:
+    """What the graph fixes: the class count and the meaning of its input and output."""
+    return {
+        "num_classes": num_classes,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, "height", "width"],
+            "dtype": "float32",
+            "size": "any height and width; the net runs on the whole input (no sliding "
+            "windows, scales or flips) and its logits are upsampled to the input's size",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", num_classes, "height", "width"],
+            "dtype": "float32",
+            "meaning": "class logits at the input's resolution; argmax over axis 1 is the "
+            "class index into class_names and palette",
+        },
+    }
+
+
+def onnx_metadata(
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> dict[str, Any]:
+    """The classes, their colours and the input normalisation, for the file's metadata.
+
+    The pixel scale is read from the transform predict and eval use (:func:`eval_transform`,
+    albumentations' ``Normalize``): with its ``max_pixel_value`` of 255 the RGB uint8 pixels
+    are divided by 255 (the 0–1 scale mean/std are given in) before subtracting the mean.
+    """
+    if len(palette) < len(class_names):
+        raise ValueError(f"{len(palette)} palette colours for {len(class_names)} classes")
+    normalize = eval_transform(mean, std).transforms[0]
+    divisor = float(normalize.max_pixel_value)
+    return {
+        "class_names": list(class_names),
+        "palette": [[int(c) for c in colour] for colour in palette[: len(class_names)]],
+        "normalization": {
+            "channel_order": "RGB",
+            "layout": "NCHW",
+            "pixel_divisor": divisor,
+            "scale": "0-1" if divisor == 255 else f"0-{255 / divisor:g}",
+            "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std],
+            "formula": f"image = (rgb_uint8 / {divisor:g} - mean) / std",
+        },
+    }
+
+
+def _write_model_info(path: Path, num_classes: int, metadata: Mapping[str, Any]) -> None:
+    """Set the class axis of the ONNX output to ``num_classes``, store ``metadata`` as
+    ``metadata_props`` (JSON-encoded values, replacing earlier ones), check the model."""
     import onnx
 
     model = onnx.load(str(path))
     (output,) = [o for o in model.graph.output if o.name == OUTPUT_NAME]
     output.type.tensor_type.shape.dim[1].dim_value = num_classes
+    names = metadata.get("class_names")
+    if names is not None and len(names) != num_classes:
+        raise ValueError(f"{len(names)} class_names for a model with {num_classes} classes")
+    onnx.helper.set_model_props(model, {k: json.dumps(v) for k, v in metadata.items()})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata :func:`export_onnx` stored, decoded (what an ONNX consumer would read)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {prop.key: json.loads(prop.value) for prop in model.metadata_props}
 
 
 def compare_onnx(
@@ -135,8 +217,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     hparams = checkpoint_hparams(checkpoint)
     net = net_from_checkpoint(cfg.model, checkpoint, path=ckpt_path)
     input_size = OmegaConf.to_container(cfg.input_size, resolve=True)
-    path = export_onnx(net, output, input_size, int(cfg.opset))
-    log.info("ONNX model written to %s", path)
+    metadata = _config_metadata(cfg, hparams)
+    path = export_onnx(net, output, input_size, int(cfg.opset), metadata)
+    props = sorted(read_metadata(path))
+    log.info("ONNX model written to %s (metadata_props: %s)", path, ", ".join(props))
 
     checks = []
     if cfg.get("verify", True):
@@ -157,11 +241,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             "name": OUTPUT_NAME,
             "shape": ["batch", hparams["num_classes"], "height", "width"],
         },
-        "normalisation": {
-            "mean": OmegaConf.to_container(cfg.data.mean, resolve=True),
-            "std": OmegaConf.to_container(cfg.data.std, resolve=True),
-        },
+        "normalisation": metadata["normalization"],
         "class_names": hparams["class_names"],
+        "metadata_props": props,
         "checks": checks,
         "checkpoint_global_step": checkpoint.get("global_step"),
         "wall_time_s": round(time.perf_counter() - start, 3),
@@ -169,6 +251,16 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     }
     write_results(results, cfg.paths.output_dir)
     return results
+
+
+def _config_metadata(cfg: DictConfig, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`onnx_metadata` for the run: classes from the checkpoint, the palette as predict
+    picks it, mean/std from the data config (those the transform of predict and eval uses)."""
+    palette, source = class_palette(cfg.data, hparams["num_classes"])
+    mean = OmegaConf.to_container(cfg.data.mean, resolve=True)
+    std = OmegaConf.to_container(cfg.data.std, resolve=True)
+    metadata = onnx_metadata(hparams["class_names"], palette, mean, std)
+    return {**metadata, "palette_source": source}
 
 
 def _size(value: Sequence[int], key: str) -> tuple[int, int]:
@@ -190,7 +282,7 @@ def _required(cfg: DictConfig, key: str) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    run_task(lambda cfg, checked: export(cfg), cfg)
+    run_task(lambda cfg, checked: export(cfg), cfg, config_from_ckpt=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
 """``src.eval … export.dir=D export.format=…``: prediction files, and the official Cityscapes
-evaluator scoring the exported labelId PNGs exactly as our own results.json does."""
+evaluator scoring the exported labelId PNGs exactly as our own results.json does — in this
+process, and as the user runs it: the ``csEvalPixelLevelSemanticLabeling`` command."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,8 @@ from prediction_helpers import TinyCityscapes, run_cli, tiny_cityscapes
 from src.callbacks.prediction_writer import PredictionWriter, prediction_writer
 from src.core.prediction_files import export_path
 from src.data.cityscapes import CLASS_NAMES, PALETTE, TRAIN_ID_TO_LABEL_ID
+
+EVALUATOR = Path(sys.executable).with_name("csEvalPixelLevelSemanticLabeling")
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +53,11 @@ def official_scores(gt_root: Path, results_dir: Path, json_file: Path) -> dict:
     return official.evaluateImgLists(predictions, [str(gt) for gt in ground_truth], args)
 
 
-def test_cityscapes_export_scores_like_the_official_evaluator(tiny, tmp_path):
-    export_dir, run_dir = tmp_path / "results", tmp_path / "eval"
+@pytest.fixture(scope="module")
+def cityscapes_export(tiny, tmp_path_factory) -> tuple[Path, dict]:
+    """``python -m src.eval … export.format=cityscapes`` run once: (export dir, results.json)."""
+    base = tmp_path_factory.mktemp("cityscapes_export")
+    export_dir, run_dir = base / "results", base / "eval"
     run_cli(
         "eval",
         *tiny.overrides(),
@@ -55,7 +66,50 @@ def test_cityscapes_export_scores_like_the_official_evaluator(tiny, tmp_path):
         "export.format=cityscapes",
         f"hydra.run.dir={run_dir}",
     )
-    ours = json.loads((run_dir / "results.json").read_text())
+    return export_dir, json.loads((run_dir / "results.json").read_text())
+
+
+def ground_truth_with_instances(source: Path, root: Path) -> Path:
+    """A copy of ``source``'s gtFine/val with the ``*_gtFine_instanceIds.png`` the real archive
+    has (the fake tree lacks them; the evaluator's default run reads them): 16-bit, labelId
+    for stuff, labelId × 1000 (one instance per class) for classes with instances."""
+    from cityscapesscripts.helpers.labels import id2label
+
+    shutil.copytree(source / "gtFine" / "val", root / "gtFine" / "val")
+    for path in (root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"):
+        label_ids = np.asarray(Image.open(path)).astype(np.uint16)
+        instances = label_ids.copy()
+        for label_id in np.unique(label_ids):
+            if id2label[int(label_id)].hasInstances:
+                instances[label_ids == label_id] = label_id * 1000
+        Image.fromarray(instances).save(str(path).replace("_labelIds", "_instanceIds"))
+    return root
+
+
+def test_official_evaluator_command_scores_the_export_like_ours(tiny, cityscapes_export, tmp_path):
+    """The README's promise, run as a user runs it: the official command from .venv/bin with
+    its two environment variables, in its default mode (instance-level score included, which
+    crashed on numpy 2.4's missing ``np.in1d``: hence ``numpy<2.4`` in pyproject.toml)."""
+    export_dir, ours = cityscapes_export
+    root = ground_truth_with_instances(tiny.root, tmp_path / "cityscapes")
+    env = {**os.environ, "CITYSCAPES_DATASET": str(root), "CITYSCAPES_RESULTS": str(export_dir)}
+    env.pop("CITYSCAPES_EXPORT_DIR", None)
+    proc = subprocess.run(
+        [str(EVALUATOR)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "Evaluating 4 pairs of images" in proc.stdout
+    result_file = root / "evaluationResults" / "resultPixelLevelSemanticLabeling.json"
+    theirs = json.loads(result_file.read_text())
+    miou = ours["metrics"]["val/mIoU"]
+    assert theirs["averageScoreClasses"] == pytest.approx(miou, abs=1e-6)
+    printed = re.search(r"^Score Average : +([\d.]+)", proc.stdout, re.MULTILINE)  # classes
+    assert printed and float(printed.group(1)) == pytest.approx(miou, abs=5e-4)
+    assert math.isfinite(theirs["averageScoreInstClasses"])  # the instance-level part ran
+
+
+def test_cityscapes_export_scores_like_the_official_evaluator(tiny, cityscapes_export, tmp_path):
+    export_dir, ours = cityscapes_export
     assert ours["export"] == {"dir": str(export_dir), "format": "cityscapes", "files_written": 4}
 
     images = sorted((tiny.root / "leftImg8bit" / "val").glob("*/*_leftImg8bit.png"))

@@ -12,7 +12,9 @@ from prediction_helpers import MODEL, TinyCityscapes, compose_config, run_cli, t
 
 from src.app.checkpoint import load_checkpoint, net_from_checkpoint
 from src.core.inference import predict_logits
-from src.export import check_shapes, compare_onnx, export, export_onnx
+from src.data.cityscapes import CLASS_NAMES, PALETTE
+from src.data.transforms import eval_transform
+from src.export import check_shapes, compare_onnx, export, export_onnx, onnx_metadata, read_metadata
 from src.models.ccnet import CCNet
 
 onnx = pytest.importorskip("onnx")
@@ -62,6 +64,21 @@ def test_export_cli_matches_pytorch_inference_at_two_sizes(tiny, tmp_path, singl
         assert dims[0] == "batch" and dims[2:] == ["height", "width"], dims
     assert model.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 19
 
+    # Metadata, JSON-encoded, the same through onnx and through onnxruntime.
+    props = {prop.key: json.loads(prop.value) for prop in model.metadata_props}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    custom = session.get_modelmeta().custom_metadata_map
+    assert {key: json.loads(value) for key, value in custom.items()} == props
+    assert props["num_classes"] == 19 and props["class_names"] == list(CLASS_NAMES)
+    assert props["palette"] == [list(colour) for colour in PALETTE]
+    norm = props["normalization"]
+    assert (norm["channel_order"], norm["scale"], norm["pixel_divisor"]) == ("RGB", "0-1", 255)
+    assert norm["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert norm["std"] == pytest.approx([0.229, 0.224, 0.225])
+    assert props["input"]["name"] == "image" and "whole input" in props["input"]["size"]
+    assert props["output"]["shape"] == ["batch", 19, "height", "width"]
+    assert sorted(props) == results["metadata_props"]
+
     net = net_from_checkpoint(compose_config("export", MODEL).model, load_checkpoint(tiny.ckpt))
     generator = torch.Generator().manual_seed(1)
     for shape in SHAPES:
@@ -89,6 +106,7 @@ def test_exported_attention_is_size_independent(context, tmp_path, single_thread
     net = CCNet(5, "resnet10t", context=context, channels=16, aux_channels=16).eval()
     _set_attention_scale(net, 1.0)  # 0 at init would hide the attention from the check
     path = export_onnx(net, tmp_path / f"{context}.onnx", input_size=(48, 40))
+    assert read_metadata(path)["num_classes"] == 5  # the graph's own, without a config
     rows = compare_onnx(path, net, [(1, 3, 48, 40), (2, 3, 72, 57), (1, 3, 33, 96)])
     assert [r["shape"][2:] for r in rows] == [[48, 40], [72, 57], [33, 96]]
     assert max(r["max_abs_diff"] for r in rows) < 1e-3
@@ -99,6 +117,18 @@ def test_exported_attention_is_size_independent(context, tmp_path, single_thread
     without = predict_logits(net, images)
     assert (with_attention - without).abs().max() > 1e-3
     assert np.isfinite(_onnx_logits(path, images).numpy()).all()
+
+
+def test_metadata_normalisation_reproduces_the_transform():
+    """A consumer following the file's ``normalization`` gets what predict and eval feed."""
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    norm = onnx_metadata(["a", "b"], [[0, 0, 0], [9, 9, 9], [1, 2, 3]], mean, std)["normalization"]
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    theirs = (rgb / norm["pixel_divisor"] - np.array(norm["mean"])) / np.array(norm["std"])
+    ours = eval_transform(mean, std)(image=rgb)["image"].numpy().transpose(1, 2, 0)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
+    with pytest.raises(ValueError, match="palette colours for 2 classes"):
+        onnx_metadata(["a", "b"], [[0, 0, 0]], mean, std)
 
 
 @pytest.mark.parametrize("key", ["ckpt_path", "output"])

@@ -157,7 +157,7 @@ def predict_logits_with(
 
 
 def slide_windows(height: int, width: int, crop_size: Pair, stride: Pair) -> list[Window]:
-    """Tiles (y1, y2, x1, x2) over a height×width image already padded to at least the crop.
+    """Tiles (y1, y2, x1, x2) over a height×width image at least as large as the crop.
 
     The layout of mmseg's slide_inference: ``max(ceil((H - crop) / stride), 0) + 1`` tiles per
     axis, each ``stride`` apart, the last one shifted back to end at the border.
@@ -180,17 +180,16 @@ def _starts(length: int, crop: int, step: int) -> Iterator[int]:
 def _slide(model: nn.Module, image: Tensor, crop: Pair, stride: Pair, batch: int) -> Tensor:
     """Logits at ``image``'s size from overlapping crop-sized tiles, averaged by a count map.
 
-    The image is zero-padded at the bottom/right to at least the crop; tiles of every image in
-    the batch go through the model ``batch`` at a time.
+    The tile is clamped to the view first (:func:`_view_window`): along a side shorter than the
+    crop the tile is that side, so a view smaller than the crop is one tile of its own size
+    (one forward, as whole-image inference) instead of a crop-sized tile of mostly zero
+    padding. Tiles of every image in the batch go through the model ``batch`` at a time.
     """
     n, _, height, width = image.shape
-    pad_h, pad_w = max(crop[0] - height, 0), max(crop[1] - width, 0)
-    if pad_h or pad_w:
-        image = F.pad(image, (0, pad_w, 0, pad_h))
-    full_h, full_w = height + pad_h, width + pad_w
-    windows = slide_windows(full_h, full_w, crop, stride)
+    crop, stride = _view_window((height, width), crop, stride)
+    windows = slide_windows(height, width, crop, stride)
 
-    count = torch.zeros((1, 1, full_h, full_w), dtype=torch.float32, device=image.device)
+    count = torch.zeros((1, 1, height, width), dtype=torch.float32, device=image.device)
     for y1, y2, x1, x2 in windows:
         count[..., y1:y2, x1:x2] += 1
     jobs = [(b, w) for b in range(n) for w in windows]
@@ -200,12 +199,26 @@ def _slide(model: nn.Module, image: Tensor, crop: Pair, stride: Pair, batch: int
         tiles = torch.stack([image[b, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in chunk])
         logits = _forward(model, tiles, crop)
         if total is None:
-            total = logits.new_zeros((n, logits.shape[1], full_h, full_w))
+            total = logits.new_zeros((n, logits.shape[1], height, width))
         for tile, (b, (y1, y2, x1, x2)) in zip(logits, chunk):
             total[b, :, y1:y2, x1:x2] += tile
     assert total is not None
     total /= count
-    return total[..., :height, :width]
+    return total
+
+
+def _view_window(size: Pair, crop: Pair, stride: Pair) -> tuple[Pair, Pair]:
+    """The (crop, stride) one view of ``size`` (h, w) is tiled with: per side, the crop is at
+    most the side and the stride at most that crop.
+
+    A side at least the crop keeps the configured crop and stride (the tiling, and so the
+    logits, are exactly those of the config); a shorter side gets one tile spanning it. Per
+    view because scales change the size: at 0.75 a 64×128 image is one 48×96 tile, not a
+    769×769 one padded with zeros (as mmseg's slide inference, which never pads).
+    """
+    tile = (min(crop[0], size[0]), min(crop[1], size[1]))
+    step = (min(stride[0], tile[0]), min(stride[1], tile[1]))
+    return tile, step
 
 
 def _forward(model: nn.Module, images: Tensor, size: Pair) -> Tensor:

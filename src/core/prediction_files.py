@@ -2,6 +2,13 @@
 (written by ``src.predict`` and, through :mod:`src.callbacks.prediction_writer`, by
 ``src.eval`` with ``export.dir`` / ``export.format``).
 
+Overlays carry a legend of the classes present in that image: a white strip **below** the
+blended image (never drawn over it), one colour swatch and class name per class, wrapped into
+rows. Its text size follows the image width but never drops below a readable ~10 px, so on a
+small image the strip may be taller than the image, and on one narrower than the longest
+entry the canvas is widened (white on the right of the image): the image pixels themselves
+are never scaled or covered.
+
 ``export.format=cityscapes`` writes ``<city>_<seq>_<frame>_leftImg8bit.png`` holding official
 labelIds: cityscapesscripts' ``evalPixelLevelSemanticLabeling`` finds a prediction by
 searching ``<city>_<seq>_<frame>*.png`` under ``CITYSCAPES_RESULTS``, and the test server
@@ -15,6 +22,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+import cv2
 import numpy as np
 from PIL import Image
 from torch import Tensor
@@ -27,6 +35,11 @@ FORMATS = ("cityscapes", "trainid", "color")
 CITYSCAPES_SUFFIX = "_leftImg8bit.png"
 # <city>_<seq>_<frame>, e.g. frankfurt_000000_000294 (city names may hold a hyphen).
 CITYSCAPES_NAME = re.compile(r"^[^_/\\]+_\d{6}_\d{6}$")
+
+LEGEND_BACKGROUND = (255, 255, 255)
+LEGEND_TEXT = (0, 0, 0)
+LEGEND_BORDER = (96, 96, 96)  # around each swatch: white or black classes stay visible
+LEGEND_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def check_prediction(pred: np.ndarray | Tensor, num_classes: int | None = None) -> np.ndarray:
@@ -88,6 +101,84 @@ def overlay(image: np.ndarray, pred: np.ndarray, palette: Sequence[Sequence[int]
     return np.clip(blend.round(), 0, 255).astype(np.uint8)
 
 
+def overlay_with_legend(
+    image: np.ndarray,
+    pred: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    alpha: float,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """:func:`overlay` with :func:`legend_strip` of the classes present in ``pred`` below it.
+
+    The canvas is as wide as the wider of the two (white fills the rest) and as tall as both:
+    the blended image is its top-left H×W corner, unchanged.
+    """
+    blended = overlay(image, pred, palette, alpha)
+    classes = np.unique(check_prediction(pred)).tolist()
+    strip = legend_strip(classes, palette, class_names, blended.shape[1])
+    width = max(blended.shape[1], strip.shape[1])
+    canvas = np.empty((blended.shape[0] + strip.shape[0], width, 3), dtype=np.uint8)
+    canvas[...] = LEGEND_BACKGROUND
+    canvas[: blended.shape[0], : blended.shape[1]] = blended
+    canvas[blended.shape[0] :, : strip.shape[1]] = strip
+    return canvas
+
+
+def legend_strip(
+    classes: Sequence[int],
+    palette: Sequence[Sequence[int]],
+    class_names: Sequence[str] | None,
+    width: int,
+) -> np.ndarray:
+    """An RGB strip listing ``classes`` (swatch in the palette colour, then the name), wrapped
+    into rows of at most ``width`` pixels (wider only when one entry needs it).
+
+    The font scale is ``width / 1600`` clamped to 0.4–1.2 (~10 px text up to ~27 px for a
+    2048-wide image), so the names stay readable on small images and in proportion on large
+    ones. Names default to ``class <i>``; characters OpenCV's font lacks become ``?``.
+    """
+    colours = check_palette(palette, max(classes, default=-1) + 1)
+    scale = min(max(width / 1600, 0.4), 1.2)
+    thickness = 1 if scale < 0.8 else 2
+    (_, text_h), baseline = cv2.getTextSize("Ag", LEGEND_FONT, scale, thickness)
+    swatch = text_h + baseline
+    pad = max(3, swatch // 3)
+    row_h = swatch + 2 * pad
+    entries = []  # (class, label, entry width)
+    for c in classes:
+        label = _legend_label(c, class_names)
+        (text_w, _), _ = cv2.getTextSize(label, LEGEND_FONT, scale, thickness)
+        entries.append((c, label, swatch + pad + text_w + 2 * pad))
+    strip_w = max([width, *(w + pad for *_, w in entries)])
+    rows, x = [[]], pad
+    for entry in entries:
+        if x + entry[2] > strip_w and rows[-1]:
+            rows.append([])
+            x = pad
+        rows[-1].append((x, entry))
+        x += entry[2]
+    strip = np.empty((row_h * len(rows) + (pad if entries else 0), strip_w, 3), dtype=np.uint8)
+    strip[...] = LEGEND_BACKGROUND
+    for r, row in enumerate(rows):
+        top = pad + r * row_h
+        for x, (c, label, _) in row:
+            cv2.rectangle(strip, (x, top), (x + swatch - 1, top + swatch - 1), LEGEND_BORDER, 1)
+            colour = tuple(int(v) for v in colours[c])
+            cv2.rectangle(strip, (x + 1, top + 1), (x + swatch - 2, top + swatch - 2), colour, -1)
+            origin = (x + swatch + pad, top + text_h)
+            cv2.putText(
+                strip, label, origin, LEGEND_FONT, scale, LEGEND_TEXT, thickness, cv2.LINE_AA
+            )
+    return strip
+
+
+def _legend_label(index: int, class_names: Sequence[str] | None) -> str:
+    """The printable name of class ``index`` (ASCII only: OpenCV's Hershey font)."""
+    name = class_names[index] if class_names is not None and index < len(class_names) else ""
+    name = str(name) or f"class {index}"
+    return name.encode("ascii", "replace").decode("ascii")
+
+
 def write_visuals(
     out_dir: Path,
     stem: PurePosixPath | str,
@@ -95,14 +186,17 @@ def write_visuals(
     pred: np.ndarray,
     palette: Sequence[Sequence[int]],
     alpha: float = 0.5,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """What ``src.predict`` writes per image: ``<stem>.png`` (train ids), ``<stem>_color.png``
-    (palette PNG) and ``<stem>_overlay.jpg`` (the image under the coloured mask)."""
+    (palette PNG) and ``<stem>_overlay.jpg`` (the image under the coloured mask, with the
+    legend of its classes below: :func:`overlay_with_legend`)."""
     paths = visual_paths(out_dir, stem)
     paths["mask"].parent.mkdir(parents=True, exist_ok=True)
     trainid_png(pred).save(paths["mask"])
     color_png(pred, palette).save(paths["color"])
-    Image.fromarray(overlay(image, pred, palette, alpha)).save(paths["overlay"], quality=90)
+    blended = overlay_with_legend(image, pred, palette, alpha, class_names)
+    Image.fromarray(blended).save(paths["overlay"], quality=90)
     return paths
 
 

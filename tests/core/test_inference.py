@@ -82,6 +82,18 @@ class CountingNet(Stride8Net):
         return super().forward(x)
 
 
+class ShapeNet(Stride8Net):
+    """Records the input shape of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        self.shapes.append(tuple(x.shape))
+        return super().forward(x)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -131,11 +143,46 @@ def test_slide_with_one_tile_equals_whole() -> None:
     torch.testing.assert_close(slide, whole, rtol=0, atol=1e-6)
 
 
-def test_slide_pads_small_images_with_zeros() -> None:
-    model, x = Stride8Net().eval(), images(1, 30, 50)
+def test_slide_on_image_smaller_than_the_tile_is_whole_image_inference() -> None:
+    """The tile is clamped to the image: one forward at the image's size, no zero padding
+    (which made a 30×50 image a 64×64 forward whose logits differ from the whole image's)."""
+    model, x = ShapeNet().eval(), images(2, 30, 50)
     got = predict_logits(model, x, mode="slide", crop_size=64, stride=48)
-    padded = F.pad(x, (0, 14, 0, 34))
-    torch.testing.assert_close(got, upsampled(model, padded, (64, 64))[..., :30, :50])
+    assert model.shapes == [(2, 3, 30, 50)]
+    assert torch.equal(got, predict_logits(model, x, mode="whole"))
+
+
+def test_slide_clamps_only_the_side_shorter_than_the_tile() -> None:
+    model, x = ShapeNet().eval(), images(1, 30, 150)
+    got = predict_logits(model, x, mode="slide", crop_size=64, stride=40, tile_batch_size=1)
+    assert got.shape == (1, CLASSES, 30, 150)
+    columns = len(slide_windows(30, 150, (30, 64), (30, 40)))
+    assert columns == 4 and model.shapes == [(1, 3, 30, 64)] * columns
+    pixelwise = PixelNet().eval()
+    torch.testing.assert_close(
+        predict_logits(pixelwise, x, mode="slide", crop_size=64, stride=40),
+        predict_logits(pixelwise, x, mode="whole"),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_multiscale_flip_slide_on_small_image_is_one_forward_per_view() -> None:
+    """``inference=slide_ms_flip`` (769 tiles) on a 64×128 image: each of the 10 views is one
+    forward at the view's own size, not a 769×769 tile (the cost of 50 s for four images)."""
+    model, x = ShapeNet().eval(), images(1, 64, 128)
+    scales = (0.75, 1.0, 1.25, 1.5, 1.75)
+    config = InferenceConfig("slide", 769, 513, scales, flip=True)
+    out = predict_logits(model, x, config)
+    expected = [(1, 3, round(64 * s), round(128 * s)) for s in scales for _ in range(2)]
+    assert model.shapes == expected and out.shape == (1, CLASSES, 64, 128)
+    assert config.crop_size == (769, 769)  # the config is untouched; each view is clamped
+
+    model.shapes.clear()
+    flip = dict(crop_size=769, stride=513, flip=True)
+    slide = predict_logits(model, x, mode="slide", **flip)
+    assert model.shapes == [(1, 3, 64, 128)] * 2
+    assert torch.equal(slide, predict_logits(model, x, mode="whole", flip=True))
 
 
 def test_slide_windows_cover_awkward_size() -> None:
