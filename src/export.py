@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from src.app import task_wrapper, write_results
 from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
+from src.app.palette import class_palette
 from src.app.results import key_config
 from src.app.run import run_task
 from src.data.transforms import eval_transform
-from src.predict import class_palette
 
 log = logging.getLogger(__name__)
 

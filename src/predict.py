@@ -31,13 +31,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from src.app import task_wrapper, write_results
 from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_checkpoint
+from src.app.palette import class_palette
 from src.app.results import key_config
 from src.app.run import run_task
 from src.app.validate import CheckedConfig
 from src.core.atomic import atomic_write_text
 from src.core.inference import InferenceConfig, check_flip_pairs, predict_logits_with
 from src.core.prediction_files import visual_paths, write_visuals
-from src.data.base import ImageReadError, bit_palette, read_image
+from src.data.base import ImageReadError, read_image
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 log = logging.getLogger(__name__)
@@ -240,38 +241,6 @@ class PredictionSummary:
             f"nothing predicted: none of the {len(skipped)} files in input={self.source} is an "
             f"image that could be read ({reasons}{more}); see {self.output / PREDICTIONS_FILE}"
         )
-
-
-def class_palette(data_cfg: DictConfig, num_classes: int) -> tuple[list[list[int]], str]:
-    """The class colours and where they came from.
-
-    First the ``data.dataset`` class's own ``palette`` (Cityscapes, LIP: no data needed), then
-    the data module's (datasets whose colours depend on their arguments: synthetic, COCO),
-    else distinct generated colours. A palette must hold one colour per checkpoint class.
-    """
-    target = OmegaConf.select(data_cfg, "dataset._target_", default=None)
-    if target:
-        palette = getattr(hydra.utils.get_class(target), "palette", None)
-        if _fits(palette, num_classes):
-            return [list(c) for c in palette], target
-    try:
-        palette = hydra.utils.instantiate(data_cfg).palette
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
-        log.warning("no palette from the data config (%s); using generated colours", err)
-        return bit_palette(num_classes), "generated"
-    if _fits(palette, num_classes):
-        return [list(c) for c in palette], f"{target} (data module)"
-    log.warning(
-        "the data config's palette does not fit %d classes; using generated colours", num_classes
-    )
-    return bit_palette(num_classes), "generated"
-
-
-def _fits(palette: object, num_classes: int) -> bool:
-    """Whether ``palette`` is a sequence of at least ``num_classes`` RGB triples."""
-    if not isinstance(palette, Sequence) or len(palette) < num_classes:
-        return False
-    return all(isinstance(c, Sequence) and len(c) == 3 for c in palette)
 
 
 def _required(cfg: DictConfig, key: str) -> str:

@@ -34,6 +34,7 @@ from src.app import (
 from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
 from src.app.run import run_task
 from src.app.validate import CheckedConfig
+from src.callbacks.validate_at_last_step import ValidateAtLastStep
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def train(cfg: DictConfig, checked: CheckedConfig | None = None) -> dict[str, An
         check_checkpoint_fits(checkpoint, cfg.model, datamodule.num_classes, path=ckpt_path)
         del checkpoint
     module = instantiate_module(cfg, datamodule, checked.inference if checked else None)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    # every run validates (and so checkpoints) at its last step, whatever callbacks= says
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), ValidateAtLastStep()]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False

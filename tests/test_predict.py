@@ -25,13 +25,14 @@ from prediction_helpers import (
 )
 
 from src.app.checkpoint import load_checkpoint, net_from_checkpoint
+from src.app.palette import class_palette
 from src.core.inference import predict_logits
 from src.core.prediction_files import legend_strip, overlay, overlay_with_legend
 from src.data.base import read_image
 from src.data.cityscapes import CLASS_NAMES, PALETTE
 from src.data.synthetic import class_colours
 from src.data.transforms import eval_transform
-from src.predict import NOT_AN_IMAGE, NoImagesError, class_palette, image_files, predict
+from src.predict import NOT_AN_IMAGE, NoImagesError, image_files, predict
 
 SLIDE = ["inference=slide", "inference.crop_size=[48,48]", "inference.stride=[32,32]"]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,7 +59,8 @@ def run_task(
     try:
         return task(cfg, checked)
     except Exception as err:
-        return _fail(cfg, f"{type(err).__name__}: {err}", err, 1)
+        cause = _unwrapped(err)
+        return _fail(cfg, f"{type(cause).__name__}: {cause}", err, 1)
 
 
 def _fail(cfg: DictConfig, message: str, err: BaseException, exit_code: int) -> float:
@@ -69,13 +71,21 @@ def _fail(cfg: DictConfig, message: str, err: BaseException, exit_code: int) -> 
     if output_dir:
         record = {"error": message, "exit_code": exit_code, "log_file": log_file}
         atomic_write_text(Path(output_dir) / FAILURE_FILE, json.dumps(record, indent=2) + "\n")
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise err
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and exit_code != EXIT_CODE:
+        raise err  # config errors stay one line: their traceback says nothing more
     log.error(message)
     if _multirun():
         log.error("this job failed; the sweep goes on with the next one")
         return FAILED_VALUE
     sys.exit(exit_code)
+
+
+def _unwrapped(err: BaseException) -> BaseException:
+    """The error a constructor raised, not Hydra's wrapper around it (which adds the target's
+    path and the config key on lines of their own)."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
 
 
 def _output_dir(cfg: DictConfig) -> str | None:

@@ -7,8 +7,10 @@ Hydra composes the config, before a dataset is scanned or a backbone built:
 
 - every key of a ``_target_`` node (model, module, loss, data, data.dataset, trainer) is an
   argument of the class it names (a ``+model.recurence=2`` would only fail deep inside);
-- ``model.backbone`` is a timm model name; ``model.context`` and ``model.recurrence`` pass
-  the models' own checks (:mod:`src.models.context`: a known context, an int >= 0);
+- ``model.backbone`` is a timm model name, and for CCNet one that runs dilated at output
+  stride 8 (built on the meta device: :func:`src.models.backbone.check_dilated_backbone`);
+  ``model.context`` and ``model.recurrence`` pass the models' own checks
+  (:mod:`src.models.context`: a known context, an int >= 0);
 - ``data.crop_size`` is two positive ints. Any such crop is possible: the training pipeline
   pads images smaller than the crop (with the ignore label), so "a crop larger than the
   image" is not an error. The real limit is BatchNorm: training needs more than one value
@@ -43,7 +45,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.core.inference import InferenceConfig
-from src.models.backbone import OUTPUT_STRIDE, check_backbone_name
+from src.models.backbone import OUTPUT_STRIDE, check_backbone_name, check_dilated_backbone
 from src.models.context import check_context, check_recurrence
 
 TARGET_NODES = ("model", "module", "loss", "data", "data.dataset", "trainer")
@@ -126,11 +128,14 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 
 def _check_model(cfg: DictConfig) -> None:
-    """``model.recurrence``, ``model.context`` and ``model.backbone`` by the models' own checks."""
+    """``model.recurrence``, ``model.context`` and ``model.backbone`` by the models' own checks;
+    the backbone of a CCNet (a ``_target_`` in ``src.models.ccnet*``) must also run dilated at
+    output stride 8 (the Mask R-CNN takes its ResNet undilated)."""
+    dilated = str(_value(cfg, "model._target_") or "").startswith("src.models.ccnet")
     checks = (
         ("model.recurrence", check_recurrence),
         ("model.context", check_context),
-        ("model.backbone", check_backbone_name),
+        ("model.backbone", check_dilated_backbone if dilated else check_backbone_name),
     )
     for key, check in checks:
         value = _value(cfg, key)

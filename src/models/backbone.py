@@ -1,14 +1,18 @@
 """Dilated timm backbone at output stride 8: stage 3 (aux head) and stage 4 (context head).
 
-Weights come from nowhere (``pretrained=False``), timm's own source (``True``, needs a network),
-or a local ``.pth`` / ``.safetensors`` file, checked against the architecture before and after
-timm loads it, because timm loads ``features_only`` models non-strictly.
+Weights come from nowhere (``pretrained=False``), timm's own source (``True``, needs a network;
+a failed download is one line saying how to go on offline), or a local ``.pth`` /
+``.safetensors`` file, checked against the architecture before and after timm loads it, because
+timm loads ``features_only`` models non-strictly. :func:`check_dilated_backbone` tells at start,
+on the meta device, whether a timm model can serve at all.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
@@ -18,6 +22,16 @@ from torch import nn
 
 OUTPUT_STRIDE = 8
 OUT_INDICES = (3, 4)
+DILATABLE_FAMILIES = (
+    "ResNet and its variants (resnet*, also with the c/d/s/t stems as in resnet101c; resnext*, "
+    "seresnet*, seresnext*, ecaresnet*, skresnet*, resnest*, res2net*, resnetv2*), regnet*, "
+    "efficientnet*, mobilenetv3*, xception*, cspresnet*, repvgg*"
+)
+"""timm families checked to build dilated at output stride 8 with stage 3 and 4 features."""
+
+
+class PretrainedDownloadError(OSError):
+    """timm's pretrained weights could not be downloaded (offline, no access, no such file)."""
 
 
 def _build(name: str, output_stride: int, out_indices: Sequence[int], **kwargs) -> nn.Module:
@@ -40,6 +54,13 @@ def check_backbone_name(name: object) -> str:
     return name
 
 
+def _not_dilatable(name: str, output_stride: int, out_indices: Sequence[int], why: str) -> str:
+    return (
+        f"model.backbone={name!r} cannot run dilated at output stride {output_stride} with "
+        f"out_indices {tuple(out_indices)} ({why}); timm families that can: {DILATABLE_FAMILIES}"
+    )
+
+
 def _skeleton(name: str, output_stride: int, out_indices: Sequence[int]) -> nn.Module:
     """The backbone on the meta device: validates the name and the architecture, costs nothing."""
     check_backbone_name(name)
@@ -47,18 +68,50 @@ def _skeleton(name: str, output_stride: int, out_indices: Sequence[int]) -> nn.M
         with torch.device("meta"):
             model = _build(name, output_stride, out_indices)
     except (TypeError, ValueError, IndexError, AssertionError, RuntimeError) as err:
-        raise ValueError(
-            f"model.backbone={name!r} cannot serve as a dilated backbone at output stride "
-            f"{output_stride} with out_indices {tuple(out_indices)} (use a ResNet-family model): "
-            f"{err}"
-        ) from err
+        why = f"timm: {type(err).__name__}" + (f": {err}" if str(err) else "")
+        raise ValueError(_not_dilatable(name, output_stride, out_indices, why)) from err
     reductions = model.feature_info.reduction()
     if any(r != output_stride for r in reductions):
-        raise ValueError(
-            f"model.backbone={name!r} gives features at strides {reductions}, not "
-            f"{output_stride}: it does not support dilation (use a ResNet-family model)"
-        )
+        why = f"its features come at strides {reductions}"
+        raise ValueError(_not_dilatable(name, output_stride, out_indices, why))
     return model
+
+
+def check_dilated_backbone(
+    name: object, output_stride: int = OUTPUT_STRIDE, out_indices: Sequence[int] = OUT_INDICES
+) -> str:
+    """``name`` if timm builds it as a dilated feature extractor (output stride 8, stage 3 and
+    4 features, as CCNet needs); else one line naming ``model.backbone`` and the families that
+    can. Builds on the meta device: a fraction of a second, no memory, no download."""
+    _skeleton(check_backbone_name(name), output_stride, out_indices)
+    return str(name)
+
+
+def _download_reason(err: BaseException) -> str:
+    """The first sentence of a download error, with its type (hub messages run long)."""
+    text = str(err).strip().split("\n")[0]
+    text = text.split(". ")[0].rstrip(".")
+    reason = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        reason += "; HF_HUB_OFFLINE is set"
+    return reason
+
+
+@contextmanager
+def timm_download(name: str) -> Iterator[None]:
+    """Turn a failed download of timm's weights for ``name`` into a
+    :class:`PretrainedDownloadError` whose one line says how to go on (no weights, or a local
+    file, and where to get one)."""
+    try:
+        yield
+    except OSError as err:  # hub, requests and urllib errors are all OSErrors
+        hub_id = get_pretrained_cfg_value(name, "hf_hub_id")
+        source = f", e.g. model.safetensors of https://huggingface.co/{hub_id}" if hub_id else ""
+        raise PretrainedDownloadError(
+            f"model.pretrained=true needs timm's weights for {name} from the internet, and they "
+            f"could not be downloaded ({_download_reason(err)}): set model.pretrained=false, or "
+            f"model.pretrained=/path/to/{name}.safetensors (a local file{source})"
+        ) from err
 
 
 def _examples(items: Sequence[str], n: int = 3) -> str:
@@ -152,7 +205,8 @@ def create_backbone(
         return _build(name, output_stride, out_indices)
     if pretrained is True:
         _skeleton(name, output_stride, out_indices)
-        return _build(name, output_stride, out_indices, pretrained=True)
+        with timm_download(name):
+            return _build(name, output_stride, out_indices, pretrained=True)
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
@@ -162,9 +216,13 @@ def create_backbone(
 
 
 __all__ = [
+    "DILATABLE_FAMILIES",
     "OUTPUT_STRIDE",
     "OUT_INDICES",
+    "PretrainedDownloadError",
     "check_backbone_name",
+    "check_dilated_backbone",
     "check_weights",
     "create_backbone",
+    "timm_download",
 ]

@@ -9,6 +9,7 @@ enter the FPN (``context="none"``: the plain Mask R-CNN).
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 from pathlib import Path
 
 import timm
@@ -21,7 +22,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from src.models.backbone import check_backbone_name, check_weights
+from src.models.backbone import check_backbone_name, check_weights, timm_download
 from src.models.context import build_context, check_context, check_recurrence, gamma_names
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -49,7 +50,10 @@ def create_body(name: str, pretrained: bool | str | Path = False) -> nn.Module:
     """
     check_backbone_name(name)
     online = pretrained is True
-    body = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4), pretrained=online)
+    with timm_download(name) if online else nullcontext():
+        body = timm.create_model(
+            name, features_only=True, out_indices=(1, 2, 3, 4), pretrained=online
+        )
     if body.feature_info.reduction() != [4, 8, 16, 32] or not all(
         hasattr(body, stage) for stage in STAGES
     ):

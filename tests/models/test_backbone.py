@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import timm
 import torch
+from cli_helpers import ROOT
 from safetensors.torch import save_file
 
-from src.models.backbone import create_backbone
+from src.models.backbone import DILATABLE_FAMILIES, check_dilated_backbone, create_backbone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -112,3 +117,62 @@ def test_weights_that_timm_silently_skips_are_detected(weights, monkeypatch):
     monkeypatch.setattr(builder, "load_pretrained", lambda *args, **kwargs: None)
     with pytest.raises(RuntimeError, match="did not load"):
         create_backbone(SMALL, pretrained=str(weights["pth"]))
+
+
+@pytest.mark.parametrize("name", ["resnet101c", "resnet50d", "seresnext26d_32x4d", "resnest14d"])
+def test_dilatable_backbones_pass_the_start_check(name):
+    assert check_dilated_backbone(name) == name
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "vit_tiny_patch16_224", "dla34"])
+def test_backbones_without_dilation_fail_the_start_check_in_one_line(name):
+    """Caught at start (on the meta device), not later as ``list index out of range``."""
+    with pytest.raises(ValueError) as err:
+        check_dilated_backbone(name)
+    message = str(err.value)
+    assert message.startswith(f"model.backbone={name!r} cannot run dilated at output stride 8")
+    assert DILATABLE_FAMILIES in message and "\n" not in message
+
+
+OFFLINE_SCRIPT = textwrap.dedent(
+    """
+    from src.models.backbone import PretrainedDownloadError, create_backbone
+    from src.models.mask_rcnn import create_body
+
+    for build in (create_backbone, create_body):
+        try:
+            build("resnet10t", pretrained=True)
+        except PretrainedDownloadError as err:
+            print("ERROR:", err)
+    """
+)
+
+
+def test_offline_pretrained_download_says_how_to_go_on(tmp_path):
+    """HF_HUB_OFFLINE with an empty cache (no network in tests): both backbones (CCNet's and
+    the Mask R-CNN's) end in one line naming model.pretrained's two ways out."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("ERROR:")]
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        assert "model.pretrained=true needs timm's weights for resnet10t from the internet" in line
+        assert (
+            "set model.pretrained=false, or model.pretrained=/path/to/resnet10t.safetensors" in line
+        )
+        assert "LocalEntryNotFoundError" in line and "HF_HUB_OFFLINE is set" in line
+        assert "https://huggingface.co/timm/resnet10t" in line

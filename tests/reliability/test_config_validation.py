@@ -38,6 +38,10 @@ INVALID = {
         ["model.backbone=resnt18d"],
         r"model\.backbone='resnt18d' is not a timm model name \(did you mean resnet18d",
     ),
+    "backbone that cannot be dilated": (
+        ["model.backbone=convnext_tiny"],
+        r"model\.backbone='convnext_tiny' cannot run dilated at output stride 8 .*resnet",
+    ),
     "added misspelt model key": (
         ["+model.recurence=2"],
         r"model\.recurence is not an argument of src\.models\.ccnet\.CCNet "
@@ -113,4 +117,28 @@ def test_invalid_value_fails_at_start_with_one_line(tmp_path: Path):
     assert len(lines) == 1 and lines[0].endswith("model.recurrence must be an int >= 0; got -1")
     assert "Traceback" not in output
     assert "Seed set to" not in output  # nothing ran: not even seeding
+    assert not (run_dir / "results.json").exists()
+
+
+def test_dilation_check_applies_to_ccnet_only():
+    """legacy_seresnet18 has no output_stride: no CCNet backbone, but a fine Mask R-CNN one
+    (stride 4-32, undilated); the check goes by the model's _target_."""
+    with pytest.raises(ConfigError, match=r"model\.backbone='legacy_seresnet18' cannot run"):
+        validate_config(composed("model.backbone=legacy_seresnet18"))
+    instance = composed(
+        "experiment=coco_instance_rcca", "model.backbone=legacy_seresnet18", tiny=False
+    )
+    validate_config(instance)
+
+
+def test_undilatable_backbone_fails_at_start_with_one_line(tmp_path: Path):
+    """Before: it passed the check and failed later with ``list index out of range``."""
+    run_dir = tmp_path / "run"
+    code, output = run_cli_status(
+        "train", "model.backbone=convnext_tiny", f"hydra.run.dir={run_dir}", full_error=False
+    )
+    assert code == EXIT_CODE
+    lines = [line for line in output.splitlines() if "invalid config" in line]
+    assert len(lines) == 1 and "model.backbone='convnext_tiny' cannot run dilated" in lines[0]
+    assert "resnet101c" in lines[0] and "Traceback" not in output
     assert not (run_dir / "results.json").exists()
