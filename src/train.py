@@ -32,6 +32,7 @@ from src.app import (
     write_results,
 )
 from src.app.checkpoint import check_checkpoint_fits, load_checkpoint
+from src.app.launch import launch_record
 from src.app.run import run_task
 from src.app.validate import CheckedConfig
 from src.callbacks.validate_at_last_step import ValidateAtLastStep
@@ -53,6 +54,7 @@ def train(cfg: DictConfig, checked: CheckedConfig | None = None) -> dict[str, An
         check_checkpoint_fits(checkpoint, cfg.model, datamodule.num_classes, path=ckpt_path)
         del checkpoint
     module = instantiate_module(cfg, datamodule, checked.inference if checked else None)
+    module.launch = launch_record()  # kept in checkpoints: eval rebuilds the config from it
     # every run validates (and so checkpoints) at its last step, whatever callbacks= says
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), ValidateAtLastStep()]
     loggers = instantiate_loggers(cfg.get("logger"))

@@ -11,7 +11,6 @@ from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger
 
 from src.app.checkpoint import model_description
-from src.app.launch import launch_record
 from src.core.inference import InferenceConfig
 
 
@@ -80,9 +79,7 @@ def instantiate_module(
         kwargs["criterion"] = hydra.utils.instantiate(loss, ignore_index=datamodule.ignore_index)
     # objects go in as they are, not through an OmegaConf merge (which would turn the
     # InferenceConfig dataclass back into a config node)
-    module = hydra.utils.instantiate(cfg.module, _partial_=True)(**kwargs)
-    module.launch = launch_record()  # kept in checkpoints: eval rebuilds the config from it
-    return module
+    return hydra.utils.instantiate(cfg.module, _partial_=True)(**kwargs)
 
 
 def _constructor_arguments(node: DictConfig) -> set[str] | None:
