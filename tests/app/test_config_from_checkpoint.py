@@ -71,6 +71,7 @@ def test_a_real_conflict_is_the_clear_mismatch_error(checkpoint: Path, tmp_path:
     assert "was trained with channels 16" in output and "model.channels" in output
 
 
+@pytest.mark.slow  # the same rebuild (src.app.run) as eval's, tested above by default
 def test_predict_and_export_need_only_the_checkpoint(checkpoint: Path, tmp_path: Path):
     images = tmp_path / "images"
     images.mkdir()

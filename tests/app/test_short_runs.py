@@ -36,7 +36,7 @@ def assert_finished_with_validation(run_dir: Path, steps: int) -> None:
     assert len(list(checkpoints.glob("best_*.ckpt"))) == 1
 
 
-@pytest.mark.parametrize("steps", [1, 7])
+@pytest.mark.parametrize("steps", [pytest.param(1, marks=pytest.mark.slow), 7])
 def test_run_shorter_than_the_interval_validates_at_its_end(steps, tmp_path):
     run_dir = tmp_path / f"steps{steps}"
     run_cli("train", *TINY, f"trainer.max_steps={steps}", LONG_INTERVAL, f"hydra.run.dir={run_dir}")
@@ -72,6 +72,7 @@ def test_last_step_on_the_interval_validates_once(trained_run):
     assert validation_steps(trained_run) == [1, 3]
 
 
+@pytest.mark.slow  # two processes; the DDP path itself runs in tests/app/test_app_ddp.py
 def test_ddp_sim_short_run_validates_at_its_end(tmp_path):
     run_dir = tmp_path / "ddp"
     run_cli(
