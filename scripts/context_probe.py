@@ -14,7 +14,8 @@ should win on the first, only R=2 on both.
 ``make sweep`` (its multirun folder) the same way, each job's model and data rebuilt from the
 config the job saved.
 
-    PYTHONPATH=. .venv/bin/python scripts/context_probe.py --sweep logs/train/multiruns/context_toy/<time>
+    PYTHONPATH=. .venv/bin/python scripts/context_probe.py \
+        --sweep logs/train/multiruns/context_toy/<time>
 """
 
 from __future__ import annotations
