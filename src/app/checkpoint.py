@@ -183,10 +183,14 @@ AUTO = "auto"
 """``ckpt_path=auto``: the newest ``last.ckpt`` of the same experiment."""
 
 
-def newest_last_checkpoint(log_dir: str | Path, experiment: str | None) -> Path:
+def newest_last_checkpoint(
+    log_dir: str | Path, experiment: str | None, debug: bool = False
+) -> Path:
     """The most recently written ``last.ckpt`` under ``<log_dir>/train/runs/<experiment>/``
-    (``default`` without an experiment); an error naming the folder when there is none."""
-    runs = Path(log_dir) / "train" / "runs" / (experiment or "default")
+    (``default`` without an experiment; under ``<log_dir>/debugs/`` for a ``debug=`` run, where
+    conf/debug puts those); an error naming the folder when there is none."""
+    root = Path(log_dir) / "debugs" if debug else Path(log_dir)
+    runs = root / "train" / "runs" / (experiment or "default")
     found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(

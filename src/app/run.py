@@ -106,9 +106,10 @@ def _resolve_auto_checkpoint(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path") != AUTO:
         return
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    experiment = hydra_cfg.runtime.choices.get("experiment") if hydra_cfg else None
+    choices = hydra_cfg.runtime.choices if hydra_cfg else {}
+    debug = choices.get("debug") not in (None, "null")
     try:
-        path = newest_last_checkpoint(cfg.paths.log_dir, experiment)
+        path = newest_last_checkpoint(cfg.paths.log_dir, choices.get("experiment"), debug)
     except FileNotFoundError as err:
         raise ConfigError(str(err)) from err
     log.info("ckpt_path=auto: %s", path)
