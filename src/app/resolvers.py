@@ -22,9 +22,29 @@ LAUNCH_DIR = os.getcwd()
 
 def run_name(*, _root_: Any) -> str:
     """The experiment this run composes (``hydra.runtime.choices.experiment``), else
-    ``default``."""
+    ``default``. Eval, predict and export of a checkpoint without ``experiment=`` on the
+    command line take the checkpoint's own experiment (they rebuild its config from it)."""
     choice = OmegaConf.select(_root_, "hydra.runtime.choices.experiment", default=None)
+    overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None) or []
+    given = any(str(o).split("=", 1)[0].lstrip("+~") == "experiment" for o in overrides)
+    if not given and OmegaConf.select(_root_, "task_name", default=None) != "train":
+        choice = _checkpoint_experiment(_root_) or choice
     return str(choice) if choice not in (None, "null") else "default"
+
+
+def _checkpoint_experiment(root: Any) -> str | None:
+    """The experiment in ``ckpt_path``'s launch record, when it is a readable file."""
+    path = OmegaConf.select(root, "ckpt_path", default=None, throw_on_missing=False)
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return None
+    import torch  # only for runs given a checkpoint
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - the run itself reports an unreadable checkpoint
+        return None
+    launch = checkpoint.get("launch") if isinstance(checkpoint, dict) else None
+    return launch.get("experiment") if isinstance(launch, dict) else None
 
 
 def register_resolvers() -> None:

@@ -40,8 +40,10 @@ def test_the_checkpoint_keeps_its_launch_record(checkpoint: Path):
 
 
 def test_eval_needs_only_the_checkpoint(checkpoint: Path, tmp_path: Path):
-    run_cli("eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path}")
-    results = json.loads((tmp_path / "results.json").read_text())
+    run_cli("eval", f"ckpt_path={checkpoint}", cwd=tmp_path)
+    # the run folder is named after the checkpoint's experiment, not the default one
+    (run_dir,) = (tmp_path / "logs" / "eval" / "runs" / "context_toy").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["model.recurrence"] == 1
     assert results["config"]["inference"]["mode"] == "whole"
     assert results["metrics"]["val/mIoU"] is not None
