@@ -32,10 +32,12 @@ class _DropNoise(logging.Filter):
         return not any(text in message for text in NOISE)
 
 
+_DROP_NOISE = _DropNoise()  # one instance: adding it again (every job of a multirun) is a no-op
+
+
 def quiet_and_route_logs() -> None:
     """Send Lightning's messages through the root logger (the console and the run's log file
     that Hydra set up), drop :data:`NOISE`, and silence dependencies' deprecation warnings."""
-    drop = _DropNoise()
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -44,9 +46,9 @@ def quiet_and_route_logs() -> None:
             ):
                 logger.removeHandler(handler)
         logger.propagate = True
-        logger.addFilter(drop)
+        logger.addFilter(_DROP_NOISE)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(drop)
+        handler.addFilter(_DROP_NOISE)
     for text in NOISE:
         warnings.filterwarnings("ignore", message=f".*{re.escape(text)}.*")
     for category in (DeprecationWarning, FutureWarning):

@@ -12,6 +12,7 @@ composes its config again from them; whatever the user gives on top (``experimen
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,21 @@ def launch_overrides(saved: dict[str, Any], given: Sequence[str]) -> list[str]:
     return [*overrides, *given]
 
 
+def saved_launch(path: str | Path) -> dict[str, Any] | None:
+    """The launch record of the checkpoint at ``path`` (None in one written before records
+    were kept). Read once per file version: the run folder's name (``${run_name:}``) and the
+    config rebuild both ask for it."""
+    path = Path(path)
+    stat = path.stat()
+    return _read_launch(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_launch(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
+    """:func:`saved_launch` for one version of a file (the cache key includes its mtime)."""
+    return load_checkpoint(path, mmap=True).get(LAUNCH_KEY)
+
+
 def config_from_checkpoint(cfg: DictConfig) -> DictConfig:
     """``cfg`` composed again for ``cfg.ckpt_path``'s launch record (see the module
     docstring); ``cfg`` itself for a checkpoint without one (trained before it was saved:
@@ -77,7 +93,7 @@ def config_from_checkpoint(cfg: DictConfig) -> DictConfig:
     path = cfg.get("ckpt_path")
     if not path or not HydraConfig.initialized() or not Path(str(path)).is_file():
         return cfg  # the config check names a missing file
-    saved = load_checkpoint(path, mmap=True).get(LAUNCH_KEY)
+    saved = saved_launch(path)
     if not saved:
         return cfg
     hydra_cfg = HydraConfig.get()

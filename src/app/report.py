@@ -21,6 +21,12 @@ def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
     return str(value)
 
 
+def run_cell(value: Any, column: str) -> str:
+    """A sweep table's cell: mIoU columns in percent (as every table shows mIoU), other
+    numbers to 4 digits; the console table and the sweep's markdown both use it."""
+    return _fmt(value, percent=True) if "mIoU" in column else _fmt(value, digits=4)
+
+
 def iou_table(per_class: Mapping[str, float | None], miou: float | None, title: str) -> Table:
     """Per-class IoU (in %) with the mean as the last row; classes left out of it show a dash."""
     table = Table(title=title)
@@ -39,12 +45,7 @@ def runs_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title:
     for column in columns:
         table.add_column(column, justify="left" if column == "job" else "right")
     for row in rows:
-        table.add_row(
-            *(
-                _fmt(row.get(c), percent=True) if "mIoU" in c else _fmt(row.get(c), digits=4)
-                for c in columns
-            )
-        )
+        table.add_row(*(run_cell(row.get(c), c) for c in columns))
     return table
 
 

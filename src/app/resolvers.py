@@ -37,13 +37,12 @@ def _checkpoint_experiment(root: Any) -> str | None:
     path = OmegaConf.select(root, "ckpt_path", default=None, throw_on_missing=False)
     if not isinstance(path, str) or not os.path.isfile(path):
         return None
-    import torch  # only for runs given a checkpoint
+    from src.app.launch import saved_launch  # only for runs given a checkpoint
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - the run itself reports an unreadable checkpoint
+        launch = saved_launch(path)
+    except ValueError:  # not a readable checkpoint: the run itself reports it
         return None
-    launch = checkpoint.get("launch") if isinstance(checkpoint, dict) else None
     return launch.get("experiment") if isinstance(launch, dict) else None
 
 

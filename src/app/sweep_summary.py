@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from src.app.report import print_table, runs_table
+from src.app.report import print_table, run_cell, runs_table
 from src.app.results import FAILURE_FILE, RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """The rows as a Markdown table."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [_cell(row.get(c), c) for c in columns]
+        cells = [run_cell(row.get(c), c) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -162,12 +162,3 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _cell(value: Any, column: str = "") -> str:
-    """A table cell: mIoU columns in percent (as every table shows mIoU), numbers to 4 digits."""
-    if value is None:
-        return "—"
-    if isinstance(value, float) and "mIoU" in column:
-        return f"{value * 100:.2f}"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -83,7 +83,7 @@ def check_dilated_backbone(
     """``name`` if timm builds it as a dilated feature extractor (output stride 8, stage 3 and
     4 features, as CCNet needs); else one line naming ``model.backbone`` and the families that
     can. Builds on the meta device: a fraction of a second, no memory, no download."""
-    _skeleton(check_backbone_name(name), output_stride, out_indices)
+    _skeleton(name, output_stride, out_indices)  # checks the name first
     return str(name)
 
 
