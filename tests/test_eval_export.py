@@ -42,7 +42,7 @@ def official_scores(gt_root: Path, results_dir: Path, json_file: Path) -> dict:
     args.groundTruthSearch = str(gt_root / "gtFine" / "val" / "*" / "*_gtFine_labelIds.png")
     args.predictionPath = str(results_dir)  # what CITYSCAPES_RESULTS sets
     args.predictionWalk = None
-    args.evalInstLevelScore = False  # needs *_instanceIds.png, which the fake tree lacks
+    args.evalInstLevelScore = False  # the pixel-level score only (the command test runs both)
     args.quiet = True
     args.colorized = False
     args.JSONOutput = True
@@ -69,20 +69,10 @@ def cityscapes_export(tiny, tmp_path_factory) -> tuple[Path, dict]:
     return export_dir, json.loads((run_dir / "results.json").read_text())
 
 
-def ground_truth_with_instances(source: Path, root: Path) -> Path:
-    """A copy of ``source``'s gtFine/val with the ``*_gtFine_instanceIds.png`` the real archive
-    has (the fake tree lacks them; the evaluator's default run reads them): 16-bit, labelId
-    for stuff, labelId × 1000 (one instance per class) for classes with instances."""
-    from cityscapesscripts.helpers.labels import id2label
-
+def ground_truth_copy(source: Path, root: Path) -> Path:
+    """A copy of ``source``'s gtFine/val (labelIds and instanceIds, as the archive has them):
+    the evaluator writes its results into the dataset folder, the shared tree stays clean."""
     shutil.copytree(source / "gtFine" / "val", root / "gtFine" / "val")
-    for path in (root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"):
-        label_ids = np.asarray(Image.open(path)).astype(np.uint16)
-        instances = label_ids.copy()
-        for label_id in np.unique(label_ids):
-            if id2label[int(label_id)].hasInstances:
-                instances[label_ids == label_id] = label_id * 1000
-        Image.fromarray(instances).save(str(path).replace("_labelIds", "_instanceIds"))
     return root
 
 
@@ -91,7 +81,7 @@ def test_official_evaluator_command_scores_the_export_like_ours(tiny, cityscapes
     its two environment variables, in its default mode (instance-level score included, which
     crashed on numpy 2.4's missing ``np.in1d``: hence ``numpy<2.4`` in pyproject.toml)."""
     export_dir, ours = cityscapes_export
-    root = ground_truth_with_instances(tiny.root, tmp_path / "cityscapes")
+    root = ground_truth_copy(tiny.root, tmp_path / "cityscapes")
     env = {**os.environ, "CITYSCAPES_DATASET": str(root), "CITYSCAPES_RESULTS": str(export_dir)}
     env.pop("CITYSCAPES_EXPORT_DIR", None)
     proc = subprocess.run(

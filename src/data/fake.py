@@ -35,10 +35,20 @@ def _write_rgb(path: Path, image: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _write_gray(path: Path, label: np.ndarray) -> None:
+def _write_gray(path: Path, label: np.ndarray, dtype: type = np.uint8) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), label.astype(np.uint8)):
+    if not cv2.imwrite(str(path), label.astype(dtype)):
         raise OSError(f"could not write {path}")
+
+
+def cityscapes_instance_ids(label_ids: np.ndarray) -> np.ndarray:
+    """The ``*_gtFine_instanceIds.png`` of a labelId map, as the archive encodes it (16-bit):
+    the labelId for stuff, labelId × 1000 + instance for classes with instances (one each)."""
+    instances = label_ids.astype(np.uint16)
+    for label in CITYSCAPES_LABELS:
+        if label.hasInstances and label.id >= 0:
+            instances[label_ids == label.id] = label.id * 1000
+    return instances
 
 
 def random_regions(
@@ -68,8 +78,9 @@ def write_fake_cityscapes(
     splits: Sequence[str] = ("train", "val", "test"),
     seed: int = 0,
 ) -> Path:
-    """Cityscapes' layout with real labelIds (including ones that map to 255), two cities per
-    split; gtFine/test is written too, as the real archive has it (its labels are not used)."""
+    """Cityscapes' layout with real labelIds (including ones that map to 255) and instanceIds,
+    two cities per split; gtFine/test is written too, as the real archive has it (its labels
+    are not used)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split in splits:
@@ -80,7 +91,11 @@ def write_fake_cityscapes(
                 image = colour_image(label, _CITYSCAPES_COLOURS, rng)
                 _write_rgb(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", image)
                 gt = root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"
-                _write_gray(gt, label if split != "test" else np.zeros_like(label))
+                label_ids = label if split != "test" else np.zeros_like(label)
+                _write_gray(gt, label_ids)
+                # the official evaluator's default run reads these too
+                instance_ids = cityscapes_instance_ids(label_ids)
+                _write_gray(gt.with_name(f"{stem}_gtFine_instanceIds.png"), instance_ids, np.uint16)
     return root
 
 
