@@ -1,6 +1,7 @@
-"""Tiny fake copies of the real dataset layouts (Cityscapes, LIP, COCO) for tests and demos.
+"""Tiny fake copies of the real dataset layouts (Cityscapes, LIP, COCO, ADE20K) for tests and
+demos.
 
-python -m src.data.fake --out DIR     # writes DIR/cityscapes, DIR/lip, DIR/coco
+python -m src.data.fake --out DIR     # writes DIR/cityscapes, DIR/lip, DIR/coco, DIR/ade20k
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from pycocotools import mask as mask_utils
 
+from src.data.ade20k import FOLDER as ADE20K_FOLDER
+from src.data.ade20k import PALETTE as ADE20K_PALETTE
+from src.data.ade20k import SPLIT_FOLDERS as ADE20K_SPLIT_FOLDERS
 from src.data.lip import PALETTE as LIP_PALETTE
 
 CITYSCAPES_CITIES = {
@@ -119,6 +123,34 @@ def write_fake_lip(root: str | Path, counts: dict[str, int] | None = None, seed:
             _write_gray(label_dir / f"{sample_id}.png", label)
             ids.append(sample_id)
         (root / f"{split}_id.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+ADE20K_LABELS = np.array([0, 1, 2, 4, 13, 21, 77, 150])
+"""Annotation values of the fake ADE20K: 0 (other: ignored) and classes from both ends of
+1..150 (wall, building, floor, person, car, boat, flag)."""
+
+
+def write_fake_ade20k(
+    root: str | Path, counts: dict[str, int] | None = None, seed: int = 0
+) -> Path:
+    """ADEChallengeData2016's layout under ``root``: JPEG images of assorted sizes and PNG
+    annotations holding 0 and several of 1..150 (each file has a 0 corner and a 150 corner)."""
+    root = Path(root)
+    base = root / ADE20K_FOLDER
+    rng = np.random.default_rng(seed)
+    counts = counts or {"train": 4, "val": 3}
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    colours[1 : len(ADE20K_PALETTE) + 1] = ADE20K_PALETTE
+    for split, count in counts.items():
+        folder = ADE20K_SPLIT_FOLDERS[split]
+        for i in range(count):
+            stem = f"ADE_{split}_{i + 1:08d}"
+            size = (int(rng.integers(48, 96)), int(rng.integers(48, 112)))
+            label = random_regions(size, ADE20K_LABELS, rng)
+            label[:4, :4], label[-4:, -4:] = 0, 150
+            _write_rgb(base / "images" / folder / f"{stem}.jpg", colour_image(label, colours, rng))
+            _write_gray(base / "annotations" / folder / f"{stem}.png", label)
     return root
 
 
@@ -236,6 +268,7 @@ def write_all(out: str | Path) -> dict[str, Path]:
         "cityscapes": write_fake_cityscapes(out / "cityscapes"),
         "lip": write_fake_lip(out / "lip"),
         "coco": write_fake_coco(out / "coco"),
+        "ade20k": write_fake_ade20k(out / "ade20k"),
     }
 
 

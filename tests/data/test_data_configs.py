@@ -39,9 +39,8 @@ def compose_app(*overrides: str) -> DictConfig:
 
 
 def test_there_are_data_configs():
-    assert {"synthetic", "cityscapes", "lip", "coco", "context_toy", "coco_instance"} <= set(
-        DATA_CONFIGS
-    )
+    expected = {"synthetic", "cityscapes", "lip", "coco", "ade20k", "context_toy", "coco_instance"}
+    assert expected <= set(DATA_CONFIGS)
 
 
 @pytest.mark.parametrize("name", DATA_CONFIGS)
@@ -101,6 +100,7 @@ def test_dataset_configs_override_the_base(tmp_path):
         ("cityscapes", 19, ["frankfurt_000000_000019"]),
         ("lip", 20, None),
         ("coco", 4, ["000000000007"]),
+        ("ade20k", 150, ["ADE_val_00000001"]),
     ],
 )
 def test_config_builds_a_working_datamodule(fake_data, name, classes, val_names):
@@ -134,7 +134,7 @@ def test_an_unknown_augmentation_key_is_named(tmp_path):
 
 
 def test_default_roots_follow_paths_data_dir(tmp_path):
-    for name in ("cityscapes", "lip", "coco", "coco_instance"):
+    for name in ("cityscapes", "lip", "coco", "ade20k", "coco_instance"):
         cfg = load(name, tmp_path)
         assert cfg.data.root == f"{tmp_path}/{name.removesuffix('_instance')}"
 

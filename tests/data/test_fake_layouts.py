@@ -7,6 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
+from src.data.ade20k import FOLDER as ADE20K_FOLDER
 from src.data.cityscapes import LABEL_ID_TO_TRAIN_ID
 from src.data.fake import main
 
@@ -40,3 +41,15 @@ def test_cli_writes_every_layout(tmp_path, capsys):
     assert kinds == {"polygon", "rle", "raw_rle"}
     assert any(a["iscrowd"] for a in coco["annotations"])
     assert len(list((tmp_path / "coco/val2017").glob("*.jpg"))) == len(coco["images"])
+
+    ade = tmp_path / "ade20k" / ADE20K_FOLDER
+    for folder, count in (("training", 4), ("validation", 3)):
+        images = sorted((ade / "images" / folder).glob("ADE_*.jpg"))
+        assert len(images) == count
+        assert all((ade / "annotations" / folder / f"{p.stem}.png").is_file() for p in images)
+    values = np.unique(
+        np.concatenate(
+            [np.array(Image.open(p)).ravel() for p in (ade / "annotations").rglob("*.png")]
+        )
+    )
+    assert values[0] == 0 and values[-1] == 150 and len(values) > 3  # 0 and several of 1..150
