@@ -55,7 +55,9 @@ def evaluate(cfg: DictConfig, checked: CheckedConfig | None = None) -> dict[str,
     checkpoint = load_checkpoint(ckpt_path, mmap=True)
     check_checkpoint_fits(checkpoint, cfg.model, datamodule.num_classes, path=ckpt_path)
     del checkpoint
-    module = instantiate_module(cfg, datamodule, checked.inference if checked else None)
+    module = instantiate_module(
+        cfg, datamodule, checked.inference if checked else None, from_checkpoint=True
+    )
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     writer = prediction_writer(cfg.get("export"), datamodule)
     if writer is not None:

@@ -2,9 +2,9 @@
 
 The graph takes ``image``, a normalised float32 B×3×H×W batch (the data config's mean/std),
 and returns ``logits``, B×K×H×W float32 at the **input's full resolution**: the net's 1/8
-logits upsampled bilinearly (align_corners=False) inside the graph, exactly as whole-image
-inference does (``src.core.inference``), so ``argmax(1)`` is the prediction. Batch, height and
-width are dynamic. It uses the TorchScript-based exporter (``dynamo=False`` with
+logits upsampled bilinearly (with the model's align_corners) inside the graph, exactly as
+whole-image inference does (``src.core.inference``), so ``argmax(1)`` is the prediction.
+Batch, height and width are dynamic. It uses the TorchScript-based exporter (``dynamo=False`` with
 ``dynamic_axes``): torch 2.14's dynamo exporter fails on the criss-cross op with symbolic
 sizes. After export the model is run in onnxruntime at two sizes and compared with PyTorch.
 
@@ -29,7 +29,6 @@ from typing import Any
 
 import hydra
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -38,6 +37,8 @@ from src.app.checkpoint import checkpoint_hparams, load_checkpoint, net_from_che
 from src.app.palette import class_palette
 from src.app.results import key_config
 from src.app.run import run_task
+from src.core.inference import align_corners_of
+from src.core.losses import resize_logits
 from src.data.transforms import eval_transform
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class FullResolutionLogits(nn.Module):
         out = self.net(images)
         if isinstance(out, Mapping):
             out = out["out"]
-        return F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return resize_logits(out, images.shape[-2:], align_corners_of(self.net))
 
 
 def export_onnx(

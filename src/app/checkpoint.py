@@ -13,15 +13,15 @@ the differences named, not deep in ``load_state_dict``.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from src.models.pretrained import read_weights_file
 
 NET_PREFIX = "net."
 
@@ -41,6 +41,16 @@ ARCHITECTURE_KEYS = (
 )
 
 
+INITIAL_WEIGHTS = {"pretrained": False, "init_from": None}
+"""``model:`` keys that only say where the initial weights come from: off when a checkpoint's
+weights replace them (no download, no reading a second file)."""
+
+
+def without_initial_weights(model_cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides that turn off the initial-weight keys ``model_cfg`` has."""
+    return {k: v for k, v in INITIAL_WEIGHTS.items() if k in model_cfg}
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint holds weights for another model or another number of classes."""
 
@@ -53,19 +63,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False
     """
     if path is None or str(path) in ("", "???"):
         raise ValueError(f"{key} is required: pass {key}=PATH to a .ckpt file")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}={str(path)!r} is not a file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{key}={str(path)!r} holds objects that weights_only loading refuses "
-            f"(it would run code to rebuild them): {err}"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        message = f"{key}={str(path)!r} is not a readable PyTorch checkpoint: {err}"
-        raise ValueError(message) from err
+    checkpoint = read_weights_file(path, key, mmap=mmap)
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         raise ValueError(f"{key}={str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
     return dict(checkpoint)
@@ -156,14 +154,13 @@ def net_from_checkpoint(
 ) -> nn.Module:
     """Build ``model_cfg`` for the checkpoint's classes and load its weights (strictly).
 
-    Pretrained backbone weights are not loaded (the checkpoint overwrites them, and fetching
-    them could need the network). The net is returned in eval mode on the CPU.
+    Initial weights (``model.pretrained``, ``model.init_from``) are not loaded: the
+    checkpoint overwrites them, and fetching them could need the network. The net is
+    returned in eval mode on the CPU.
     """
     hparams = checkpoint_hparams(checkpoint, key)
     check_checkpoint_fits(checkpoint, model_cfg, key=key, path=path)
-    overrides: dict[str, Any] = {"num_classes": hparams["num_classes"]}
-    if "pretrained" in model_cfg:
-        overrides["pretrained"] = False
+    overrides = {"num_classes": hparams["num_classes"], **without_initial_weights(model_cfg)}
     net = hydra.utils.instantiate(model_cfg, **overrides)
     state = net_state_dict(checkpoint)
     if not state:

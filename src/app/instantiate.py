@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger
 
-from src.app.checkpoint import model_description
+from src.app.checkpoint import model_description, without_initial_weights
 from src.core.inference import InferenceConfig
 
 
@@ -45,6 +45,7 @@ def instantiate_module(
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
     inference: InferenceConfig | None = None,
+    from_checkpoint: bool = False,
 ) -> pl.LightningModule:
     """The ``module:`` LightningModule around ``model:`` and ``loss:``, sized by the data.
 
@@ -55,6 +56,8 @@ def instantiate_module(
     one the config check built; else built here from ``inference:``) as it is. Only the facts
     the module's constructor takes are passed (a detector's module has no ignore label, flip
     pairs or inference); ``loss: null`` builds no criterion, for nets that compute their own.
+    ``from_checkpoint``: a checkpoint's weights will replace the net's, so its initial weights
+    (``model.pretrained``, ``model.init_from``) are not fetched.
     """
     loss = cfg.get("loss")
     if loss and loss.get("ccl") and not cfg.model.get("embed_dim"):
@@ -72,7 +75,11 @@ def instantiate_module(
         "inference": lambda: inference or InferenceConfig.from_config(cfg.get("inference")),
     }
     kwargs = {
-        "net": hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes),
+        "net": hydra.utils.instantiate(
+            cfg.model,
+            num_classes=datamodule.num_classes,
+            **(without_initial_weights(cfg.model) if from_checkpoint else {}),
+        ),
         **{key: fact() for key, fact in facts.items() if accepted is None or key in accepted},
     }
     if loss:

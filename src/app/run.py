@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.app.checkpoint import AUTO, newest_last_checkpoint
 from src.app.console import log_to_file, print_config_tree, quiet_and_route_logs
 from src.app.launch import config_from_checkpoint
+from src.app.pretrained import resolve_pretrained_checkpoint
 from src.app.results import FAILURE_FILE
 from src.app.validate import EXIT_CODE, CheckedConfig, ConfigError, validate_config
 from src.core.atomic import atomic_write_text
@@ -49,6 +50,7 @@ def run_task(
     quiet_and_route_logs()
     try:
         _resolve_auto_checkpoint(cfg)
+        _resolve_published_weights(cfg)
         if config_from_ckpt:
             cfg = config_from_checkpoint(cfg)
         checked = validate_config(cfg)
@@ -99,6 +101,15 @@ def _log_traceback(err: BaseException) -> str | None:
     """Write the traceback to the run's log file only (not the console); the file's path."""
     text = "".join(traceback.format_exception(err)).rstrip()
     return log_to_file(text, logging.ERROR, log.name)
+
+
+def _resolve_published_weights(cfg: DictConfig) -> None:
+    """``ckpt_path=`` naming published weights (a zoo name, an mmseg or official file)
+    becomes this project's checkpoint of them; a file of no known format is a config error."""
+    try:
+        resolve_pretrained_checkpoint(cfg, str(cfg.get("task_name")))
+    except (ValueError, OSError) as err:
+        raise ConfigError(str(err)) from err
 
 
 def _resolve_auto_checkpoint(cfg: DictConfig) -> None:

@@ -47,6 +47,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from src.core.inference import InferenceConfig
 from src.models.backbone import OUTPUT_STRIDE, check_backbone_name, check_dilated_backbone
 from src.models.context import check_context, check_recurrence
+from src.models.heads import check_activation
 
 TARGET_NODES = ("model", "module", "loss", "data", "data.dataset", "trainer")
 EXIT_CODE = 2
@@ -135,6 +136,7 @@ def _check_model(cfg: DictConfig) -> None:
     checks = (
         ("model.recurrence", check_recurrence),
         ("model.context", check_context),
+        ("model.head_activation", check_activation),
         ("model.backbone", check_dilated_backbone if dilated else check_backbone_name),
     )
     for key, check in checks:

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from src.core.losses import resize_logits
+
 MODES = ("whole", "slide")
 
 Pair = tuple[int, int]
@@ -118,7 +120,8 @@ def predict_logits_with(
     """:func:`predict_logits` for settings and flip pairs already checked (the per-batch path).
 
     ``model(x)`` returns B×K×h×w logits (any h×w, typically ceil(H/8)), or a dict holding them
-    under ``out``. They are upsampled bilinearly (align_corners=False): in slide mode to the
+    under ``out``. They are upsampled bilinearly (with the model's ``align_corners``, see
+    :func:`align_corners_of`): in slide mode to the
     tile, whose mosaic is then resized to H×W; in whole mode straight to H×W, one resize
     instead of two for a rescaled view. Views are summed into one B×K×H×W buffer, so memory
     stays at the batch's logits plus one scaled view, whatever the scales.
@@ -127,6 +130,7 @@ def predict_logits_with(
         raise ValueError(f"images must be B×C×H×W, got shape {tuple(images.shape)}")
     size = (images.shape[-2], images.shape[-1])
     flips = (False, True) if config.flip else (False,)
+    corners = align_corners_of(model)
 
     total: Tensor | None = None
     with torch.no_grad():
@@ -135,15 +139,16 @@ def predict_logits_with(
             for flipped in flips:
                 view = scaled.flip(-1) if flipped else scaled
                 if config.mode == "whole":
-                    logits = _forward(model, view, size)
+                    logits = _forward(model, view, size, corners)
                 else:
                     logits = _slide(
-                        model, view, config.crop_size, config.stride, config.tile_batch_size
-                    )
+                        model, view, config.crop_size, config.stride, config.tile_batch_size,
+                        corners,
+                    )  # fmt: skip
                 _check_classes(logits, num_classes)
                 if flipped:
                     logits = _unflip(logits, flip_pairs)
-                logits = _resize(logits, size)
+                logits = _resize(logits, size, corners)
                 if total is None:  # a copy: the model's own output must not be summed into
                     total = logits.clone(memory_format=torch.contiguous_format)
                 else:
@@ -177,7 +182,9 @@ def _starts(length: int, crop: int, step: int) -> Iterator[int]:
         yield min(i * step, length - crop)
 
 
-def _slide(model: nn.Module, image: Tensor, crop: Pair, stride: Pair, batch: int) -> Tensor:
+def _slide(
+    model: nn.Module, image: Tensor, crop: Pair, stride: Pair, batch: int, align_corners: bool
+) -> Tensor:
     """Logits at ``image``'s size from overlapping crop-sized tiles, averaged by a count map.
 
     The tile is clamped to the view first (:func:`_view_window`): along a side shorter than the
@@ -197,7 +204,7 @@ def _slide(model: nn.Module, image: Tensor, crop: Pair, stride: Pair, batch: int
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
         tiles = torch.stack([image[b, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in chunk])
-        logits = _forward(model, tiles, crop)
+        logits = _forward(model, tiles, crop, align_corners)
         if total is None:
             total = logits.new_zeros((n, logits.shape[1], height, width))
         for tile, (b, (y1, y2, x1, x2)) in zip(logits, chunk):
@@ -221,22 +228,28 @@ def _view_window(size: Pair, crop: Pair, stride: Pair) -> tuple[Pair, Pair]:
     return tile, step
 
 
-def _forward(model: nn.Module, images: Tensor, size: Pair) -> Tensor:
+def align_corners_of(model: nn.Module) -> bool:
+    """How the model's logits are resized: its ``align_corners`` attribute (``model.
+    align_corners``, see :class:`src.models.ccnet.CCNet`), False for models without one."""
+    return bool(getattr(model, "align_corners", False))
+
+
+def _forward(model: nn.Module, images: Tensor, size: Pair, align_corners: bool) -> Tensor:
     """The model's main logits as float32, upsampled bilinearly to ``size``."""
     out = model(images)
     if isinstance(out, Mapping):
         out = out["out"]
     if not isinstance(out, Tensor) or out.dim() != 4 or out.shape[0] != images.shape[0]:
         raise TypeError("model must return B×K×h×w logits or a dict holding them under 'out'")
-    return _resize(out.float(), size)
+    return _resize(out.float(), size, align_corners)
 
 
-def _resize(logits: Tensor, size: Pair) -> Tensor:
-    """Bilinear resize (align_corners=False) in float32; a no-op when the size already fits."""
+def _resize(logits: Tensor, size: Pair, align_corners: bool) -> Tensor:
+    """Bilinear resize in float32; a no-op when the size already fits."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     with torch.autocast(logits.device.type, enabled=False):
-        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+        return resize_logits(logits.float(), size, align_corners)
 
 
 def _rescale(images: Tensor, scale: float) -> Tensor:

@@ -10,11 +10,12 @@ from torch import Tensor, nn
 from src.data.base import IGNORE_INDEX
 
 
-def resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear upsampling (align_corners=False) of logits to the label size."""
+def resize_logits(logits: Tensor, size: tuple[int, int], align_corners: bool = False) -> Tensor:
+    """Bilinear resize of logits to ``size`` (the label's); ``align_corners`` as the model
+    was trained with (``model.align_corners``). The one resize of logits in the project."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -149,9 +150,13 @@ class CCNetLoss(nn.Module):
         self.delta_v = delta_v
         self.delta_d = delta_d
 
-    def forward(self, outputs: dict[str, Tensor], target: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: dict[str, Tensor], target: Tensor, align_corners: bool = False
+    ) -> dict[str, Tensor]:
+        """The loss terms and their weighted sum; logits are resized to the target with
+        ``align_corners`` (the model's, see :func:`src.core.inference.align_corners_of`)."""
         size = tuple(target.shape[-2:])
-        main = resize_logits(outputs["out"], size)
+        main = resize_logits(outputs["out"], size, align_corners)
         if self.ohem:
             seg = ohem_cross_entropy(
                 main, target, self.ignore_index, self.ohem_thresh, self.ohem_min_kept
@@ -162,7 +167,7 @@ class CCNetLoss(nn.Module):
         total = seg
         if "aux" in outputs:
             terms["aux"] = cross_entropy(
-                resize_logits(outputs["aux"], size), target, self.ignore_index
+                resize_logits(outputs["aux"], size, align_corners), target, self.ignore_index
             )
             total = total + self.aux_weight * terms["aux"]
         if self.ccl and "embedding" in outputs:

@@ -22,6 +22,10 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from src.core.optim import parameter_groups, retarget_schedules
 
+CONVERTED_KEY = "converted_from"
+"""The checkpoint entry that marks a checkpoint converted from other weights (its source and
+format): it holds the net's tensors and nothing of a training run."""
+
 
 def plain(value: Any) -> Any:
     """OmegaConf containers as plain Python, so hparams never hold a ListConfig (resume)."""
@@ -128,11 +132,19 @@ class TaskModule(pl.LightningModule):
             checkpoint["launch"] = self.launch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Remember the step the loaded checkpoint was saved at (eval reports it)."""
+        """Remember the step the loaded checkpoint was saved at (eval reports it). A checkpoint
+        converted from other weights (:data:`CONVERTED_KEY`) holds only the net's tensors: the
+        module's own states (e.g. the best mIoU so far) keep their fresh values."""
         self.checkpoint_global_step = checkpoint.get("global_step")
+        if checkpoint.get(CONVERTED_KEY):
+            state = checkpoint["state_dict"]
+            for name, value in self.state_dict().items():
+                if not name.startswith("net."):
+                    state.setdefault(name, value)
 
 
 __all__ = [
+    "CONVERTED_KEY",
     "TaskModule",
     "check_optimiser_settings",
     "class_names_for",

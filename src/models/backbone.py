@@ -188,18 +188,73 @@ def _load_file(name: str, path: Path, output_stride: int, out_indices: Sequence[
     return model
 
 
+def _stages(model: nn.Module, name: str, key: str) -> list[nn.Sequential]:
+    """The dilated stages (``layer3``, ``layer4``) of a ResNet-family feature extractor."""
+    stages = [getattr(model, f"layer{i}", None) for i in (3, 4)]
+    if not all(isinstance(stage, nn.Sequential) and len(stage) > 0 for stage in stages):
+        raise ValueError(
+            f"{key} needs a ResNet-family backbone (stages layer3 and layer4 of blocks); "
+            f"model.backbone={name!r} has none"
+        )
+    return stages
+
+
+def undo_dilation_contraction(model: nn.Module, name: str) -> None:
+    """Dilate the first block of each dilated stage like the rest of its stage (2 in layer3,
+    4 in layer4), as the official CCNet code does; timm, like mmseg, runs it at half the
+    dilation. Only the 3×3 convs' dilation and padding change: the weights are the same."""
+    for stage in _stages(model, name, "model.contract_dilation=false"):
+        last = [
+            m for m in stage[-1].modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)
+        ]
+        dilation = max(m.dilation[0] for m in last)
+        for conv in stage[0].modules():
+            if isinstance(conv, nn.Conv2d) and conv.kernel_size != (1, 1):
+                conv.dilation = (dilation, dilation)
+                conv.padding = ((conv.kernel_size[0] - 1) // 2 * dilation,) * 2
+
+
+def ceil_mode_pool(model: nn.Module, name: str) -> None:
+    """Round the stem's max-pool output up (``ceil_mode=True``), as the official CCNet code
+    does: on an even-sized input its features are one row and column larger."""
+    pool = getattr(model, "maxpool", None)
+    if not isinstance(pool, nn.MaxPool2d):
+        raise ValueError(
+            f"model.pool_ceil_mode=true needs a backbone with a max-pool stem; "
+            f"model.backbone={name!r} has none"
+        )
+    pool.ceil_mode = True
+
+
 def create_backbone(
     name: str = "resnet101c",
     pretrained: bool | str | Path = False,
     output_stride: int = OUTPUT_STRIDE,
     out_indices: Sequence[int] = OUT_INDICES,
+    contract_dilation: bool = True,
+    pool_ceil_mode: bool = False,
 ) -> nn.Module:
     """A timm feature extractor returning ``[stage 3, stage 4]`` at output stride 8.
 
     ``pretrained``: False (random init), True (timm's own weights source, online) or a path to
     a local ``.pth`` / ``.safetensors`` state_dict of ``timm.create_model(name)``. The result's
     ``feature_info.channels()`` gives the channel count of each returned feature map.
+    ``contract_dilation=False`` and ``pool_ceil_mode=True`` give the official CCNet code's
+    ResNet (see :func:`undo_dilation_contraction`, :func:`ceil_mode_pool`); the defaults are
+    timm's and mmseg's.
     """
+    model = _backbone(name, pretrained, output_stride, out_indices)
+    if not contract_dilation:
+        undo_dilation_contraction(model, name)
+    if pool_ceil_mode:
+        ceil_mode_pool(model, name)
+    return model
+
+
+def _backbone(
+    name: str, pretrained: bool | str | Path, output_stride: int, out_indices: Sequence[int]
+) -> nn.Module:
+    """:func:`create_backbone` before the official code's options."""
     if pretrained is None or pretrained is False:
         _skeleton(name, output_stride, out_indices)
         return _build(name, output_stride, out_indices)
@@ -223,6 +278,8 @@ __all__ = [
     "check_backbone_name",
     "check_dilated_backbone",
     "check_weights",
+    "ceil_mode_pool",
     "create_backbone",
     "timm_download",
+    "undo_dilation_contraction",
 ]

@@ -3,17 +3,26 @@
 Training mode returns ``out`` (main logits), ``aux`` (stage-3 logits) and, with ``embed_dim``,
 the ``embedding`` for the category-consistent loss; eval mode returns only ``out``. All at
 1/8 of the input resolution (ceil for odd sizes).
+
+Trained weights: :meth:`CCNet.from_pretrained` reads this project's checkpoints,
+mmsegmentation's and the official code's (see :mod:`src.models.pretrained`); ``init_from``
+starts a new network (e.g. for another class count) from them.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
 from .backbone import create_backbone
 from .context import build_context, check_context, check_recurrence, gamma_names
-from .heads import ContextHead, FCNHead
+from .heads import ContextHead, FCNHead, check_activation
+from .pretrained import load_pretrained
+
+log = logging.getLogger(__name__)
 
 
 class CCNet(nn.Module):
@@ -31,22 +40,97 @@ class CCNet(nn.Module):
         channels: int = 512,
         dropout: float = 0.1,
         aux_channels: int = 256,
+        align_corners: bool = False,
+        contract_dilation: bool = True,
+        pool_ceil_mode: bool = False,
+        head_activation: str = "relu",
+        init_from: str | Path | None = None,
     ) -> None:
+        """``align_corners``: how every bilinear resize of the logits is done (training loss,
+        inference, export; mmseg's Cityscapes 769×769 models and the official code use True).
+        ``contract_dilation=False``, ``pool_ceil_mode=True`` and ``head_activation=
+        "leaky_relu"`` build the official code's network (see :mod:`src.models.backbone`,
+        :mod:`src.models.heads`). ``init_from``: a checkpoint of any format
+        :meth:`from_pretrained` reads, or a zoo name, whose weights replace the initial ones
+        (its architecture must match; classifiers for another class count start fresh)."""
         super().__init__()
         context = check_context(context)  # fail before building a large backbone
         recurrence = check_recurrence(recurrence)
+        check_activation(head_activation)
+        weights = load_pretrained(init_from, key="model.init_from") if init_from else None
         self.num_classes = num_classes
         self.context = context
-        self.backbone = create_backbone(backbone, pretrained)
+        self.align_corners = bool(align_corners)
+        self.backbone = create_backbone(
+            backbone,
+            False if weights else pretrained,  # init_from replaces every backbone weight
+            contract_dilation=contract_dilation,
+            pool_ceil_mode=pool_ceil_mode,
+        )
         stage3, stage4 = self.backbone.feature_info.channels()
         module = build_context(context, channels, recurrence)
-        self.head = ContextHead(stage4, channels, num_classes, module, dropout)
-        self.aux_head = FCNHead(stage3, aux_channels, num_classes) if aux else None
+        self.head = ContextHead(stage4, channels, num_classes, module, dropout, head_activation)
+        self.aux_head = (
+            FCNHead(stage3, aux_channels, num_classes, activation=head_activation) if aux else None
+        )
         self.embed = None
         if embed_dim:
             self.embed = nn.Conv2d(channels, embed_dim, 1)
             nn.init.kaiming_normal_(self.embed.weight, nonlinearity="linear")
             nn.init.zeros_(self.embed.bias)
+        self.pretrained_cfg: dict[str, Any] | None = None
+        if weights is not None:
+            arguments = dict(
+                backbone=backbone, context=context, aux=aux, embed_dim=embed_dim,
+                channels=channels, aux_channels=aux_channels, align_corners=align_corners,
+                contract_dilation=contract_dilation, pool_ceil_mode=pool_ceil_mode,
+                head_activation=head_activation,
+            )  # fmt: skip
+            self._init_from(weights, arguments)
+
+    def _init_from(self, weights: Any, arguments: dict[str, Any]) -> None:
+        """Load ``init_from``'s weights after checking that they are for this architecture."""
+        defaults = {"aux_channels": 256, "embed_dim": None, "align_corners": False,
+                    "contract_dilation": True, "pool_ceil_mode": False,
+                    "head_activation": "relu", "context": "rcca", "aux": True}  # fmt: skip
+        differences = [
+            f"model.{k}={weights.architecture.get(k, defaults.get(k))!r}"
+            for k, v in arguments.items()
+            if k != "embed_dim" and weights.architecture.get(k, defaults.get(k)) != v
+        ]
+        if differences:
+            raise ValueError(
+                f"model.init_from={weights.source!r} holds a CCNet with other settings than "
+                f"this config: add {' '.join(differences)}"
+            )
+        fresh_classes = weights.num_classes != self.num_classes
+        fresh = weights.load_into(self, fresh_classifiers=fresh_classes, optional=("embed.",))
+        if fresh_classes:
+            log.info(
+                "model.init_from=%s: %d classes there, %d here: the classifiers (%s) start "
+                "fresh", weights.source, weights.num_classes, self.num_classes,
+                ", ".join(sorted({k.rsplit(".", 1)[0] for k in fresh})),
+            )  # fmt: skip
+        self.pretrained_cfg = weights.config()
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, **overrides: Any) -> CCNet:
+        """The network for the weights at ``source`` (this project's checkpoint, an mmseg or
+        official CCNet file, or a :data:`~src.models.pretrained.ZOO` name), in eval mode.
+
+        The architecture comes from the weights; ``overrides`` change other arguments
+        (``recurrence``, ``dropout``...), or ``num_classes`` (the classifiers then start
+        fresh, as for fine-tuning). ``net.pretrained_cfg`` tells the input the weights
+        expect (``mean``/``std``, ``None`` for ImageNet's) and their class names.
+        """
+        weights = load_pretrained(source)
+        arguments = {**weights.architecture, **overrides, "pretrained": False}
+        net = cls(**arguments)
+        fresh = weights.load_into(net, fresh_classifiers=net.num_classes != weights.num_classes)
+        if fresh:
+            log.info("from_pretrained: %s start fresh", ", ".join(fresh))
+        net.pretrained_cfg = weights.config()
+        return net.eval()
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         stage3, stage4 = self.backbone(images)

@@ -1,26 +1,48 @@
 """Segmentation heads: the CCNet head around a context module, and the auxiliary FCN head.
 
-Norms are plain ``nn.BatchNorm2d`` with a separate ReLU so that
-``nn.SyncBatchNorm.convert_sync_batchnorm`` converts them without losing the activation
-(timm's fused ``BatchNormAct2d`` would silently drop its ReLU in that conversion).
+Norms are plain ``nn.BatchNorm2d`` with a separate activation so that
+``nn.SyncBatchNorm.convert_sync_batchnorm`` converts them without losing it (timm's fused
+``BatchNormAct2d`` would silently drop its ReLU in that conversion). The activation is ReLU
+(mmseg, and this project's default) or LeakyReLU(0.01), what the official code's InPlaceABN
+applies after the head's norms (``model.head_activation``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .context import build_context
 
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),  # InPlaceABN's default
+}
+"""``model.head_activation`` name → the activation after each norm of the heads."""
+
+
+def check_activation(name: Any) -> str:
+    """``name`` if it is a known head activation (a key of :data:`ACTIVATIONS`)."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(
+            f"model.head_activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}"
+        )
+    return name
+
 
 class ConvBNReLU(nn.Sequential):
-    """k×k conv (no bias) → BatchNorm2d → ReLU, with 'same' padding."""
+    """k×k conv (no bias) → BatchNorm2d → activation (ReLU by default), with 'same' padding."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, activation: str = "relu"
+    ) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
+            ACTIVATIONS[check_activation(activation)](),
         )
 
 
@@ -51,12 +73,13 @@ class ContextHead(nn.Module):
         num_classes: int,
         context: nn.Module,
         dropout: float = 0.1,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.reduce = ConvBNReLU(in_channels, channels)
+        self.reduce = ConvBNReLU(in_channels, channels, activation=activation)
         self.context = context
-        self.project = ConvBNReLU(channels, channels)
-        self.fuse = ConvBNReLU(in_channels + channels, channels)
+        self.project = ConvBNReLU(channels, channels, activation=activation)
+        self.fuse = ConvBNReLU(in_channels + channels, channels, activation=activation)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         for part in (self.reduce, self.project, self.fuse, self.classifier):
@@ -116,10 +139,15 @@ class FCNHead(nn.Module):
     """Auxiliary FCN head: 3×3 conv + BN + ReLU → Dropout2d → 1×1 classifier."""
 
     def __init__(
-        self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1
+        self,
+        in_channels: int,
+        channels: int,
+        num_classes: int,
+        dropout: float = 0.1,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.conv = ConvBNReLU(in_channels, channels)
+        self.conv = ConvBNReLU(in_channels, channels, activation=activation)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         init_weights(self)
@@ -129,4 +157,13 @@ class FCNHead(nn.Module):
         return self.classifier(self.dropout(self.conv(x)))
 
 
-__all__ = ["ConvBNReLU", "ContextHead", "FCNHead", "NonLocalHead", "RCCAHead", "init_weights"]
+__all__ = [
+    "ACTIVATIONS",
+    "ConvBNReLU",
+    "check_activation",
+    "ContextHead",
+    "FCNHead",
+    "NonLocalHead",
+    "RCCAHead",
+    "init_weights",
+]

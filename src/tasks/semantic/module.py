@@ -23,7 +23,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from src.core.inference import InferenceConfig, check_flip_pairs, predict_logits_with
+from src.core.inference import (
+    InferenceConfig,
+    align_corners_of,
+    check_flip_pairs,
+    predict_logits_with,
+)
 from src.core.losses import cross_entropy
 from src.core.module import TaskModule, class_names_for, metric_key, plain
 from src.core.optim import PolyDecay
@@ -93,7 +98,7 @@ class SegmentationModule(TaskModule):
         images, masks = batch["image"], batch["mask"].long()
         skip = self.hparams.skip_nonfinite
         buffers = [(b, b.detach().clone()) for b in self.net.buffers()] if skip else []
-        losses = self.criterion(self.net(images), masks)
+        losses = self.criterion(self.net(images), masks, align_corners_of(self.net))
         size = images.shape[0]
         if not self._finite_on_every_process(losses["loss"]):
             self._handle_nonfinite(losses, batch_idx, buffers)
