@@ -29,6 +29,7 @@ from src.models.pretrained import (
     CCNET_TARGET,
     Pretrained,
     PretrainedFormatError,
+    convert_checkpoint,
     describe_format,
     detect_format,
     is_source_name,
@@ -59,15 +60,19 @@ def dataset_class_names(dataset: str | None, num_classes: int) -> list[str] | No
 
 
 def needs_conversion(source: str) -> bool:
-    """Whether ``ckpt_path=source`` is a zoo name or a file in a foreign format (this
-    project's checkpoints and missing paths are left to the usual checks)."""
+    """Whether ``ckpt_path=source`` is a zoo name or a file in a foreign format; this
+    project's checkpoints and missing paths are left to the usual checks, and a file of no
+    known format is a :class:`PretrainedFormatError` naming the formats and its keys."""
     if is_source_name(source):
         return True
     path = Path(source).expanduser()
     if not path.is_file():
         return False
-    fmt = detect_format(read_weights_file(path, "ckpt_path", mmap=True))
-    return fmt is not None and fmt != "lightning"
+    checkpoint = read_weights_file(path, "ckpt_path", mmap=True)
+    fmt = detect_format(checkpoint)
+    if fmt is None:
+        convert_checkpoint(checkpoint, source, "ckpt_path")  # raises, naming what it holds
+    return fmt != "lightning"
 
 
 def resolve_pretrained_checkpoint(cfg: DictConfig, task_name: str) -> None:

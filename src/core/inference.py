@@ -38,7 +38,9 @@ Window = tuple[int, int, int, int]
 @dataclass(frozen=True)
 class InferenceConfig:
     """The app's ``inference:`` config group, checked once: lists and single ints become
-    pairs, and every value is valid (``crop_size`` and ``stride`` matter in slide mode only)."""
+    pairs, and every value is valid (``crop_size`` and ``stride`` matter in slide mode only).
+    ``resize`` = (long, short): each image is first scaled to fit those sides (mmseg's
+    ADE20K test resize, see :func:`resize_factor`); its logits still come back at full size."""
 
     mode: str = "whole"
     crop_size: Pair = (769, 769)
@@ -46,6 +48,7 @@ class InferenceConfig:
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     tile_batch_size: int = 4
+    resize: Pair | None = None
 
     def __post_init__(self) -> None:
         crop, step = _check_window(self.crop_size, self.stride)
@@ -56,6 +59,7 @@ class InferenceConfig:
             "scales": _check_scales(self.scales),
             "flip": bool(self.flip),
             "tile_batch_size": _check_tile_batch_size(self.tile_batch_size),
+            "resize": None if self.resize is None else _pair(self.resize, "inference.resize"),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -94,9 +98,9 @@ def predict_logits(
     """B×K×H×W float32 logits of ``images`` (B×C×H×W, normalised), averaged over all views.
 
     The settings are an :class:`InferenceConfig` or its fields as keywords (``mode``,
-    ``crop_size``, ``stride``, ``scales``, ``flip``, ``tile_batch_size``), checked here once;
-    see :func:`predict_logits_with` for the computation. ``flip_pairs`` lists class pairs that
-    swap under a horizontal flip (LIP's left/right arms, legs, shoes).
+    ``crop_size``, ``stride``, ``scales``, ``flip``, ``tile_batch_size``, ``resize``), checked
+    here once; see :func:`predict_logits_with` for the computation. ``flip_pairs`` lists
+    class pairs that swap under a horizontal flip (LIP's left/right arms, legs, shoes).
     """
     if not isinstance(config, InferenceConfig | None):
         raise TypeError(
@@ -131,11 +135,12 @@ def predict_logits_with(
     size = (images.shape[-2], images.shape[-1])
     flips = (False, True) if config.flip else (False,)
     corners = align_corners_of(model)
+    base = resize_factor(size, config.resize)
 
     total: Tensor | None = None
     with torch.no_grad():
         for scale in config.scales:
-            scaled = _rescale(images, scale)
+            scaled = _rescale(images, base * scale)
             for flipped in flips:
                 view = scaled.flip(-1) if flipped else scaled
                 if config.mode == "whole":
@@ -159,6 +164,16 @@ def predict_logits_with(
         if views > 1:
             total /= views
     return total
+
+
+def resize_factor(size: Pair, resize: Pair | None) -> float:
+    """The factor that fits an image of ``size`` (h, w) into ``resize`` = (long, short) sides
+    keeping its aspect ratio (mmseg's ``Resize(scale=(2048, 512), keep_ratio=True)`` test
+    step, before the scales multiply it); 1 without ``resize``."""
+    if resize is None:
+        return 1.0
+    long_side, short_side = max(resize), min(resize)
+    return min(long_side / max(size), short_side / min(size))
 
 
 def slide_windows(height: int, width: int, crop_size: Pair, stride: Pair) -> list[Window]:
@@ -359,6 +374,7 @@ def _check_tile_batch_size(value: int) -> int:
 __all__ = [
     "MODES",
     "InferenceConfig",
+    "resize_factor",
     "check_flip_pairs",
     "predict_logits",
     "predict_logits_with",

@@ -41,8 +41,8 @@ FORMATS = ("lightning", "mmseg", "official")
 
 OFFICIAL_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 """The official code's input: BGR, 0–255, minus this mean, no std."""
-OFFICIAL_MEAN = tuple(round(m / 255, 10) for m in reversed(OFFICIAL_MEAN_BGR))
-OFFICIAL_STD = (round(1 / 255, 10),) * 3
+OFFICIAL_MEAN = tuple(m / 255 for m in reversed(OFFICIAL_MEAN_BGR))
+OFFICIAL_STD = (1 / 255,) * 3
 """``data.mean`` / ``data.std`` (RGB, 0–1 scale) under which this project's normalised input
 equals the official one: (x·255 − mean·255) / (std·255) = x·255 − mean_BGR, channel by
 channel once conv1 reads RGB."""
@@ -107,13 +107,13 @@ ZOO: dict[str, ZooEntry] = {
         ("ccnet_r101-d8_769x769_80k_cityscapes", "20200618_011502-ad3cd481", "cityscapes",
          "cityscapes_rcca_mmseg", (79.45, 80.66)),
         ("ccnet_r50-d8_512x512_80k_ade20k", "20200615_014848-aa37f61e", "ade20k",
-         "ade20k_rcca_mmseg", (41.78, 42.98)),
+         "ade20k_rcca", (41.78, 42.98)),
         ("ccnet_r101-d8_512x512_80k_ade20k", "20200615_014848-1f4929a3", "ade20k",
-         "ade20k_rcca_mmseg", (43.97, 45.13)),
+         "ade20k_rcca", (43.97, 45.13)),
         ("ccnet_r50-d8_512x512_160k_ade20k", "20200616_084435-7c97193b", "ade20k",
-         "ade20k_rcca_mmseg", (42.08, 43.13)),
+         "ade20k_rcca", (42.08, 43.13)),
         ("ccnet_r101-d8_512x512_160k_ade20k", "20200616_000644-e849e007", "ade20k",
-         "ade20k_rcca_mmseg", (43.71, 45.04)),
+         "ade20k_rcca", (43.71, 45.04)),
     ]
 }  # fmt: skip
 """Model-zoo name → entry. The official code's Cityscapes model (79.74 val) is published on a
@@ -346,7 +346,9 @@ def detect_format(checkpoint: Any) -> str | None:
     if not isinstance(state, Mapping):
         return None
     keys = [_strip_module(str(k)) for k in state]
-    if any(k.startswith("net.") for k in keys) and "hyper_parameters" in checkpoint:
+    if "pytorch-lightning_version" in checkpoint or (
+        any(k.startswith("net.") for k in keys) and "hyper_parameters" in checkpoint
+    ):
         return "lightning"
     if any(k.startswith("decode_head.") for k in keys):
         return "mmseg"

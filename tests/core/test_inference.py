@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.core.inference import InferenceConfig, predict_logits, predict_logits_with, slide_windows
+from src.core.inference import (
+    InferenceConfig,
+    predict_logits,
+    predict_logits_with,
+    resize_factor,
+    slide_windows,
+)
 
 CLASSES = 5
 
@@ -424,3 +430,38 @@ def test_benchmark_quick_run_writes_its_table(tmp_path, capsys) -> None:
     assert all(row["images/s"] > 0 for row in payload["rows"])
     assert payload["tile_batching_speedup"] == one["s / batch"] / batched["s / batch"]
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_resize_fits_the_image_into_long_and_short_sides_first() -> None:
+    """mmseg's ADE20K test resize: a 40×100 image into (2048, 512)-style sides (50, 20) is
+    scaled by min(50/100, 20/40) = 0.5, the scales multiply that, logits come back full size."""
+    assert resize_factor((40, 100), (50, 20)) == 0.5
+    assert resize_factor((40, 100), (20, 50)) == 0.5  # the order of the pair does not matter
+    assert resize_factor((40, 100), (400, 20)) == 0.5  # the short side decides here
+    assert resize_factor((40, 100), (150, 100)) == 1.5  # the long side decides, upscaling
+    assert resize_factor((40, 100), None) == 1.0
+    model, x = ShapeNet().eval(), images(1, 40, 100)
+    got = predict_logits(model, x, resize=(50, 20), scales=(1.0, 2.0))
+    assert [s[-2:] for s in model.shapes] == [(20, 50), (40, 100)]
+    model.shapes.clear()
+    expected = [
+        upsampled(model, F.interpolate(x, size=size, mode="bilinear"), (40, 100))
+        for size in ((20, 50), (40, 100))
+    ]
+    torch.testing.assert_close(got, sum(expected) / 2)
+    with pytest.raises(ValueError, match="inference.resize must be positive"):
+        InferenceConfig(resize=(0, 512))
+
+
+def test_logits_are_resized_with_the_models_align_corners() -> None:
+    """A model with ``align_corners=True`` (mmseg's 769 models, the official code) has its
+    logits resized that way in whole and slide inference alike."""
+    model, x = Stride8Net().eval(), images(1, 48, 64)
+    plain = predict_logits(model, x)
+    model.align_corners = True
+    out = model(x)["out"]
+    corners = F.interpolate(out, size=(48, 64), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(predict_logits(model, x), corners)
+    assert not torch.allclose(plain, corners)
+    one_tile = predict_logits(model, x, mode="slide", crop_size=(48, 64), stride=(48, 64))
+    torch.testing.assert_close(one_tile, corners)

@@ -10,10 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from foreign_refs import MmsegCCNet, OfficialCCNet, randomise
+from omegaconf import OmegaConf
 
 from src.core.inference import predict_logits
 from src.models.ccnet import CCNet
 from src.models.pretrained import (
+    FORMAT_OPTIONS,
     OFFICIAL_MEAN,
     OFFICIAL_MEAN_BGR,
     OFFICIAL_STD,
@@ -188,3 +190,16 @@ def test_zoo_names_point_at_mmseg_files() -> None:
         assert entry.url.endswith(".pth") and f"/{name}/{name}_" in entry.url
         assert entry.align_corners == ("769x769" in name)
         assert entry.dataset in ("cityscapes", "ade20k")
+
+
+def test_the_official_experiment_feeds_the_converted_network_the_official_input() -> None:
+    """conf/experiment/cityscapes_rcca_official.yaml restates OFFICIAL_MEAN / OFFICIAL_STD and
+    the network options FORMAT_OPTIONS gives the official weights."""
+    root = Path(__file__).resolve().parents[2]
+    cfg = OmegaConf.load(root / "conf" / "experiment" / "cityscapes_rcca_official.yaml")
+    assert cfg.data.mean == pytest.approx(OFFICIAL_MEAN, abs=1e-15)
+    assert cfg.data.std == pytest.approx(OFFICIAL_STD, abs=1e-15)
+    options = FORMAT_OPTIONS["official"]
+    for key in ("contract_dilation", "pool_ceil_mode", "head_activation", "align_corners"):
+        assert cfg.model[key] == options[key], key
+    assert cfg.model.backbone == "resnet101s" and cfg.model.aux_channels == 512
