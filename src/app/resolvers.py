@@ -33,9 +33,16 @@ def run_name(*, _root_: Any) -> str:
 
 
 def _checkpoint_experiment(root: Any) -> str | None:
-    """The experiment in ``ckpt_path``'s launch record, when it is a readable file."""
+    """The experiment in ``ckpt_path``'s launch record, when it is a readable file, or of
+    its model-zoo entry, when it is a zoo name."""
     path = OmegaConf.select(root, "ckpt_path", default=None, throw_on_missing=False)
-    if not isinstance(path, str) or not os.path.isfile(path):
+    if not isinstance(path, str):
+        return None
+    from src.models.pretrained import ZOO, is_source_name  # a zoo name: its entry's experiment
+
+    if is_source_name(path):
+        return ZOO[path].experiment
+    if not os.path.isfile(path):
         return None
     from src.app.launch import saved_launch  # only for runs given a checkpoint
 

@@ -78,7 +78,9 @@ def agreement(output: Path, photos: Path, net, mean, std, bgr_255: bool) -> floa
     return equal / total
 
 
-@pytest.mark.parametrize("source", ["mmseg", "official"])
+@pytest.mark.parametrize(
+    "source", ["mmseg", pytest.param("official", marks=pytest.mark.slow)]
+)  # the official file's exactness is in the default run: tests/models/test_pretrained.py
 def test_predict_with_a_published_file_gives_the_reference_predictions(published, source):
     experiment = {"mmseg": "cityscapes_rcca_mmseg", "official": "cityscapes_rcca_official"}
     output = published["root"] / f"predicted_{source}"
@@ -133,6 +135,7 @@ def test_eval_of_an_mmseg_file_scores_the_reference_predictions(published) -> No
     assert "align_corners: true" in tree and "backbone: resnet50c" in tree
 
 
+@pytest.mark.slow
 def test_a_second_run_reads_the_converted_file(published) -> None:
     log = run_cli(
         "export",
@@ -146,6 +149,7 @@ def test_a_second_run_reads_the_converted_file(published) -> None:
     assert (published["root"] / "model.onnx").is_file()
 
 
+@pytest.mark.slow  # the Python API's init_from: tests/models/test_pretrained.py
 def test_init_from_fine_tunes_on_another_class_count(published, tmp_path: Path) -> None:
     run_dir = tmp_path / "finetune"
     log = run_cli(

@@ -203,3 +203,30 @@ def test_the_official_experiment_feeds_the_converted_network_the_official_input(
     for key in ("contract_dilation", "pool_ceil_mode", "head_activation", "align_corners"):
         assert cfg.model[key] == options[key], key
     assert cfg.model.backbone == "resnet101s" and cfg.model.aux_channels == 512
+
+
+def test_a_zoo_name_reads_the_cached_download(tmp_path: Path, mmseg_file, monkeypatch) -> None:
+    """A name is the zoo file in torch.hub's cache (downloaded once); its entry decides
+    align_corners (the 512×1024 models: False) and the experiment of its protocol."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    name = "ccnet_r50-d8_512x1024_80k_cityscapes"
+    cached = tmp_path / "hub" / "checkpoints" / ZOO[name].url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(mmseg_file[0].read_bytes())
+    weights = load_pretrained(name)
+    assert weights.architecture["align_corners"] is False  # the file's meta says True
+    assert weights.experiment == "cityscapes_rcca_mmseg_512x1024"
+    net = CCNet.from_pretrained(name)
+    assert torch.equal(net.head.classifier.weight, weights.state_dict["head.classifier.weight"])
+
+
+def test_a_failed_download_says_how_to_go_on(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(url: str, dst: str, progress: bool = True) -> None:
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(OSError, match="could not be downloaded from https://download.openmmlab"
+                       ".*download it yourself and pass the file's path"):  # fmt: skip
+        CCNet.from_pretrained("ccnet_r50-d8_512x512_80k_ade20k")
