@@ -30,6 +30,8 @@ KEY_CONFIG = (
     "data.batch_size",
     "model.backbone",
     "model.pretrained",
+    "model.init_from",
+    "model.align_corners",
     "model.context",
     "model.recurrence",
     "model.embed_dim",

@@ -16,8 +16,9 @@ head) is read from the tensors, and the format decides the rest (:data:`FORMAT_O
 Every tensor is consumed and none is invented; anything else is one clear error naming the
 format the file looks like and the keys missing or left over.
 
-Names in :data:`ZOO` are downloaded once into torch.hub's cache (``$TORCH_HOME``). Files are
-read with ``torch.load(weights_only=True)``: a ``.pth`` never runs code when loaded.
+Names in :data:`ZOO` are downloaded once into torch.hub's cache
+(``$TORCH_HOME/hub/checkpoints``). Files are read with ``torch.load(weights_only=True)``: a
+``.pth`` never runs code when loaded.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ count, and the clear errors (a file of no known format, resuming training from o
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from app_helpers import TINY, read_results
 from cli_helpers import run_cli, run_cli_status
+from omegaconf import OmegaConf
 from PIL import Image
 
+from src.app.pretrained import resolve_pretrained_checkpoint
 from src.data.cityscapes import CityscapesDataset
 from src.data.fake import write_fake_cityscapes
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
@@ -136,7 +140,7 @@ def test_eval_of_an_mmseg_file_scores_the_reference_predictions(published) -> No
 
 
 @pytest.mark.slow
-def test_a_second_run_reads_the_converted_file(published) -> None:
+def test_export_takes_a_published_file(published) -> None:
     log = run_cli(
         "export",
         f"ckpt_path={published['mmseg']}",
@@ -145,8 +149,25 @@ def test_a_second_run_reads_the_converted_file(published) -> None:
         "input_size=[64,64]",
         f"hydra.run.dir={published['root'] / 'export'}",
     )
-    assert "converted before" in log
+    assert "onnxruntime vs PyTorch" in log
     assert (published["root"] / "model.onnx").is_file()
+
+
+def test_a_file_is_converted_once(published, caplog: pytest.LogCaptureFixture) -> None:
+    """The converted checkpoint is kept per file version and read again by later runs."""
+    cfg = OmegaConf.create({"ckpt_path": str(published["mmseg"])})
+    with caplog.at_level(logging.INFO, logger="src.app.pretrained"):
+        resolve_pretrained_checkpoint(cfg, "eval")
+        converted = Path(cfg.ckpt_path)
+        written = converted.stat().st_mtime_ns
+        again = OmegaConf.create({"ckpt_path": str(published["mmseg"])})
+        resolve_pretrained_checkpoint(again, "predict")
+    assert again.ckpt_path == str(converted) and converted.stat().st_mtime_ns == written
+    assert "converted before" in caplog.records[-1].getMessage()
+    assert (
+        converted.parent
+        == Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / "ccnet-converted"
+    )
 
 
 @pytest.mark.slow  # the Python API's init_from: tests/models/test_pretrained.py
