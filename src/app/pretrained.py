@@ -3,10 +3,10 @@
 Eval, predict and export read this project's checkpoints. :func:`resolve_pretrained_checkpoint`
 converts any other source that :meth:`CCNet.from_pretrained` reads into one, once (cached
 in torch.hub's folder, ``$TORCH_HOME/hub/checkpoints/ccnet-converted/``), and points
-``ckpt_path`` at it. The converted checkpoint carries a launch record (:mod:`src.app.launch`) with the
-architecture the weights need (``model.*``), the input normalisation of the official weights
-(``data.mean``/``data.std``) and, for zoo names, the experiment holding the source's
-evaluation protocol; what the command line gives still wins.
+``ckpt_path`` at it. The converted checkpoint carries a launch record
+(:mod:`src.app.launch`) with the architecture the weights need (``model.*``), the input
+normalisation of the official weights (``data.mean``/``data.std``) and, for zoo names, the
+experiment holding the source's evaluation protocol; what the command line gives still wins.
 """
 
 from __future__ import annotations
