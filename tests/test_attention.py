@@ -374,3 +374,21 @@ def test_benchmark_quick_writes_positive_fields(tmp_path, capsys):
         assert rcca[field] > 0
     assert set(saved["targets_met"]) >= {"op_bytes_ratio", "rcca_flops_ratio", "rcca_speedup"}
     assert "naive_ms" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fullgraph", [False, True])
+@pytest.mark.parametrize("spatial", [(5, 6), (3, 5, 6)])
+def test_compiled_op_trains_with_the_eager_gradients(spatial, fullgraph):
+    """Under torch.compile the op's traced path runs through autograd (training a compiled
+    model): it must not modify a tensor autograd keeps (log_softmax's output), and its
+    gradients equal the eager op's. ``aot_eager`` is dynamo + AOTAutograd, where that failed."""
+    torch._dynamo.reset()
+    q, k, v = _qkv(spatial, grad=True)
+    weights = torch.randn(v.shape, dtype=v.dtype, generator=torch.Generator().manual_seed(1))
+    expected = torch.autograd.grad((criss_cross_attention(q, k, v) * weights).sum(), (q, k, v))
+    compiled = torch.compile(criss_cross_attention, backend="aot_eager", fullgraph=fullgraph)
+    out = compiled(q, k, v)
+    torch.testing.assert_close(out, criss_cross_attention(q, k, v).detach())
+    got = torch.autograd.grad((out * weights).sum(), (q, k, v))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -207,8 +207,11 @@ def _criss_cross_forward(
     lse = torch.logsumexp(torch.stack(list(part_lse.values())), dim=0)
     outputs = []
     for axis, (log_p, _) in parts.items():
-        probs = log_p.add_(_per_line(part_lse[axis] - lse, axis)).exp_().to(v.dtype)
-        outputs.append(_line_matmul(probs, _lines(v, axis), eager))
+        shift = _per_line(part_lse[axis] - lse, axis)
+        # in place when eager (memory); out of place when traced: autograd through a traced
+        # graph (torch.compile training) keeps log_softmax's output for its backward
+        log_p = log_p.add_(shift).exp_() if eager else (log_p + shift).exp()
+        outputs.append(_line_matmul(log_p.to(v.dtype), _lines(v, axis), eager))
     return _accumulate_lines(axes, outputs), lse
 
 
