@@ -67,8 +67,12 @@ class SegmentationModule(TaskModule):
         exempt_norm_and_gamma: bool = False,
         skip_nonfinite: bool = False,
         model_config: Mapping[str, Any] | None = None,
+        compile: bool | Mapping[str, Any] = False,
+        channels_last: bool = False,
     ) -> None:
-        super().__init__(net, num_classes, lr, momentum, weight_decay, head_lr_mult)
+        super().__init__(
+            net, num_classes, lr, momentum, weight_decay, head_lr_mult, compile, channels_last
+        )
         model_config = dict(plain(model_config) or {})
         class_names = class_names_for(num_classes, class_names)
         flip_pairs = [list(pair) for pair in check_flip_pairs(plain(flip_pairs), num_classes)]
