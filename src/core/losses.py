@@ -154,7 +154,16 @@ class CCNetLoss(nn.Module):
         self, outputs: dict[str, Tensor], target: Tensor, align_corners: bool = False
     ) -> dict[str, Tensor]:
         """The loss terms and their weighted sum; logits are resized to the target with
-        ``align_corners`` (the model's, see :func:`src.core.inference.align_corners_of`)."""
+        ``align_corners`` (the model's, see :func:`src.core.inference.align_corners_of`).
+        Computed in float32 whatever the autocast (bf16/fp16-mixed): OHEM's probabilities,
+        the cross-entropies and the category-consistent loss's distances all need its range."""
+        device = target.device.type
+        with torch.autocast(device, enabled=False):
+            return self._terms({k: v.float() for k, v in outputs.items()}, target, align_corners)
+
+    def _terms(
+        self, outputs: dict[str, Tensor], target: Tensor, align_corners: bool
+    ) -> dict[str, Tensor]:
         size = tuple(target.shape[-2:])
         main = resize_logits(outputs["out"], size, align_corners)
         if self.ohem:

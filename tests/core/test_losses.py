@@ -270,3 +270,21 @@ def test_category_consistent_loss_of_half_embeddings_is_computed_in_float32():
     for name in ("var", "dis", "reg"):
         assert half[name].dtype == torch.float32
         torch.testing.assert_close(half[name], full[name], rtol=1e-3, atol=1e-3)
+
+
+def test_the_loss_is_computed_in_float32_under_autocast() -> None:
+    """bf16/fp16-mixed training: OHEM, the cross-entropies and the CCL get float32 inputs."""
+    gen = torch.Generator().manual_seed(0)
+    outputs = {
+        "out": torch.randn(2, 4, 8, 8, generator=gen).bfloat16(),
+        "aux": torch.randn(2, 4, 8, 8, generator=gen).bfloat16(),
+        "embedding": torch.randn(2, 3, 8, 8, generator=gen).bfloat16(),
+    }
+    target = torch.randint(0, 4, (2, 32, 32), generator=gen)
+    criterion = CCNetLoss(ohem=True, ohem_min_kept=10, ccl=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = criterion(outputs, target)
+    exact = criterion({k: v.float() for k, v in outputs.items()}, target)
+    for name, value in mixed.items():
+        assert value.dtype == torch.float32, name
+        torch.testing.assert_close(value, exact[name], rtol=0, atol=0)
