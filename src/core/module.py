@@ -17,7 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from src.core.optim import parameter_groups, retarget_schedules
@@ -132,13 +132,11 @@ class TaskModule(pl.LightningModule):
         if self.compile_options is not None:
             self.net.compile(**self.compile_options)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Batch images in channels-last layout when ``channels_last`` is on."""
-        if self.channels_last and isinstance(batch, Mapping) and "image" in batch:
-            image = batch["image"]
-            if isinstance(image, torch.Tensor) and image.dim() == 4:
-                batch = {**batch, "image": image.contiguous(memory_format=torch.channels_last)}
-        return batch
+    def in_layout(self, images: Tensor) -> Tensor:
+        """A batch of images (B×C×H×W) in channels-last layout when ``channels_last`` is on."""
+        if self.channels_last and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def lr_schedule(self, total_steps: int) -> Callable[[int], float]:
         """The lr factor of each step over ``total_steps`` (a closed-form object that

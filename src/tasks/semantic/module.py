@@ -99,7 +99,7 @@ class SegmentationModule(TaskModule):
         return self.net(images)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor | None:
-        images, masks = batch["image"], batch["mask"].long()
+        images, masks = self.in_layout(batch["image"]), batch["mask"].long()
         skip = self.hparams.skip_nonfinite
         buffers = [(b, b.detach().clone()) for b in self.net.buffers()] if skip else []
         losses = self.criterion(self.net(images), masks, align_corners_of(self.net))
@@ -185,7 +185,7 @@ class SegmentationModule(TaskModule):
     ) -> dict[str, Tensor]:
         """Full-resolution logits (whole / sliding, scales, flips) -> metric states (IoU,
         confusion counts) and CE loss."""
-        images, masks = batch["image"], batch["mask"].long()
+        images, masks = self.in_layout(batch["image"]), batch["mask"].long()
         logits = predict_logits_with(
             self.net, images, self.inference, self.hparams.flip_pairs, self.hparams.num_classes
         )
