@@ -7,6 +7,7 @@ import itertools
 import json
 import warnings
 
+import onnxruntime as ort  # dev dependencies (pyproject.toml): missing is a failure, not a skip
 import pytest
 import torch
 
@@ -201,7 +202,12 @@ def test_module_under_autocast_bf16():
         out = module(x)
     with torch.no_grad():
         expected = module(x)
-    torch.testing.assert_close(out.float(), expected, rtol=5e-2, atol=5e-2)
+    # bf16 keeps 8 significant bits (relative rounding 2**-9 ≈ 0.002 per stored value); the
+    # projections, energies and weights are each rounded once. Measured on this input: at
+    # most 0.0074 absolute, i.e. |error| <= 0.0047 * (1 + |expected|), on outputs up to ~4
+    # whose attention term reaches ~1.2. 1e-2 leaves a 2x margin (5e-2 was 10x) and stays
+    # far below the attention term it checks.
+    torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)
     out.float().square().sum().backward()
     grads = [x.grad, module.gamma.grad, module.value.weight.grad, module.query.weight.grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -297,8 +303,6 @@ def test_state_dict_round_trip(cls, shape):
 
 
 def _onnx_run(module, x, **export_kwargs):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -310,7 +314,6 @@ def _onnx_run(module, x, **export_kwargs):
 
 
 def test_onnx_export_matches_onnxruntime():
-    pytest.importorskip("onnxscript")
     module = _randomised(CrissCrossAttention(8))
     x = torch.randn(2, 8, 5, 7)
     with torch.no_grad():

@@ -12,10 +12,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from cli_helpers import run_cli, wandb_summary
-from prediction_helpers import TinyCityscapes, tiny_cityscapes
+from prediction_helpers import MODEL, TinyCityscapes, compose_config, tiny_cityscapes
 from torch import nn
 from torch.utils.data import DataLoader
 
+from src.app.checkpoint import load_checkpoint, net_from_checkpoint
+from src.core.inference import InferenceConfig, predict_logits
+from src.data.cityscapes import CityscapesDataset
+from src.data.transforms import eval_transform
 from src.tasks.semantic.module import SegmentationModule
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -115,6 +119,40 @@ def test_results_json_confusion_matrix_agrees_with_its_iou(eval_run):
     per_class = results["per_class_iou"]["val"].values()
     reported = np.array([np.nan if v is None else v for v in per_class])
     np.testing.assert_allclose(iou, reported)
+
+
+def test_results_json_confusion_matrix_counts_ground_truth_rows_prediction_columns(
+    tiny: TinyCityscapes, eval_run: Path
+):
+    """results.json's counts are the tiny checkpoint's predictions, recounted here: row = the
+    ground-truth class, column = the predicted one. The predictions vary and are often wrong
+    (asymmetric counts), so a transposed matrix, which gives the same IoU, fails here."""
+    results = json.loads((eval_run / "results.json").read_text())
+    counts = np.asarray(results["confusion_matrix"]["val"])
+    config = InferenceConfig.from_config(results["config"]["inference"])
+    net = net_from_checkpoint(compose_config("eval", MODEL).model, load_checkpoint(tiny.ckpt))
+    dataset = CityscapesDataset(tiny.root, "val", transform=eval_transform())
+    expected = np.zeros_like(counts)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CLI runs: the same float reductions
+    try:
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            logits = predict_logits(net.eval(), sample["image"][None], config)
+            pred, mask = logits.argmax(1)[0].numpy(), sample["mask"].numpy()
+            valid = mask != IGNORE
+            np.add.at(expected, (mask[valid], pred[valid]), 1)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(dataset) == 4 and expected.sum() == (counts.sum()) > 0
+    assert (expected.sum(0) > 0).sum() >= 2, "a one-class prediction would make this weak"
+    asymmetry = np.abs(expected - expected.T).sum()
+    assert asymmetry > 0.05 * expected.sum(), "the counts are nearly symmetric"
+    mismatch = np.abs(counts - expected).sum()
+    assert mismatch <= 0.001 * expected.sum(), (
+        f"{mismatch} of {expected.sum()} pixels counted elsewhere "
+        f"(transposed: {np.abs(counts.T - expected).sum()})"
+    )
 
 
 def test_wandb_offline_run_holds_the_plots(eval_run):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx  # onnx, onnxruntime: dev dependencies (pyproject.toml); missing fails, not skips
+import onnxruntime as ort
 import pytest
 import torch
 from prediction_helpers import MODEL, TinyCityscapes, compose_config, run_cli, tiny_cityscapes
@@ -16,9 +18,6 @@ from src.data.cityscapes import CLASS_NAMES, PALETTE
 from src.data.transforms import eval_transform
 from src.export import check_shapes, compare_onnx, export, export_onnx, onnx_metadata, read_metadata
 from src.models.ccnet import CCNet
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 # Two sizes and batches: the traced one would pass even with static axes, the other not.
 SHAPES = [(1, 3, 64, 64), (2, 3, 75, 50)]

@@ -15,7 +15,10 @@ from tiny_nets import TinyNet
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from src.core.inference import InferenceConfig, predict_logits_with
 from src.core.losses import CCNetLoss
+from src.data.lip import CLASS_NAMES as LIP_CLASSES
+from src.data.lip import LIPDataset
 from src.tasks.semantic.module import SegmentationModule, warn_if_padded
 
 IGNORE = 255
@@ -177,6 +180,57 @@ def test_miou_equals_an_independent_confusion_matrix():
     assert math.isnan(per_class["c4"])
     for i in range(4):
         assert metrics[f"val/IoU/c{i}"] == pytest.approx(iou[i], abs=1e-6)
+
+
+class SidedPartsNet(nn.Module):
+    """A LIP-like stand-in that tells left from right by the column, as a trained parser does
+    from the body around a limb: channel 0 of the image holds the part (0 background, 1 arm,
+    2 leg, 3 shoe); a part left of the middle is Left-<part> (14, 16, 18), right of it
+    Right-<part> (15, 17, 19). A flipped image puts every limb on the other side, so its
+    logits, flipped back, name the mirror class: only swapping LIP's flip pairs back makes
+    the two views agree."""
+
+    num_classes = len(LIP_CLASSES)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Identity()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        classes = sided_parts(images[:, 0].round().long())
+        return {"out": nn.functional.one_hot(classes, self.num_classes).permute(0, 3, 1, 2).float()}
+
+
+def sided_parts(parts: torch.Tensor) -> torch.Tensor:
+    """B×H×W parts (0..3) -> LIP classes: 0 for background, Left-/Right-<part> by the side."""
+    right = torch.arange(parts.shape[-1]) >= parts.shape[-1] // 2
+    return torch.where(parts == 0, 0, 12 + 2 * parts + right.long())
+
+
+def test_flip_evaluation_swaps_lip_flip_pairs_back():
+    """Validation with ``inference.flip=true`` and LIP's flip pairs scores the sided parts
+    perfectly; without the swap the flipped view contradicts the plain one on every limb."""
+    gen = torch.Generator().manual_seed(0)
+    parts = torch.randint(0, 4, (4, 12, 16), generator=gen)
+    images = parts[:, None].float().expand(-1, 3, -1, -1).contiguous()
+    masks = sided_parts(parts)
+    flip = {"mode": "whole", "flip": True}
+    module = make_module(
+        SidedPartsNet(), class_names=LIP_CLASSES, flip_pairs=LIPDataset.flip_pairs, inference=flip
+    )
+    samples = [{"image": i, "mask": m} for i, m in zip(images, masks)]
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    (metrics,) = trainer.validate(module, dataloaders=DataLoader(samples, batch_size=2))
+    assert metrics["val/mIoU"] == 1.0
+    for left, right in LIPDataset.flip_pairs:
+        assert module.per_class_iou["val"][LIP_CLASSES[left]] == 1.0
+        assert module.per_class_iou["val"][LIP_CLASSES[right]] == 1.0
+    # the test's own check: dropping the pairs does change the prediction
+    config = InferenceConfig.from_config(flip)
+    unpaired = predict_logits_with(SidedPartsNet(), images, config, ()).argmax(1)
+    assert (unpaired != masks).float().mean() > 0.2
 
 
 def test_padding_of_a_distributed_split_is_reported():

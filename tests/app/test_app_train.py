@@ -109,6 +109,9 @@ def test_eval_reproduces_the_final_validation(trained_run, tmp_path):
     assert results["task"] == "eval" and results["checkpoint_global_step"] == 4
     assert results["metrics"]["val/mIoU"] == pytest.approx(trained["metrics"]["val/mIoU"])
     assert results["per_class_iou"]["val"] == pytest.approx(trained["per_class_iou"]["val"])
+    # The 4-step model predicts mostly background, so the IoUs above would also match other
+    # weights; the loss of its logits is the same only for the same weights and inference.
+    assert results["metrics"]["val/loss"] == pytest.approx(trained["metrics"]["val/loss"], rel=1e-5)
 
 
 def test_test_only_switch_scores_a_checkpoint(trained_run, tmp_path):
@@ -125,6 +128,11 @@ def test_test_only_switch_scores_a_checkpoint(trained_run, tmp_path):
     )
     results = read_results(run_dir)
     assert results["metrics"]["test/mIoU"] == pytest.approx(trained["metrics"]["test/mIoU"])
+    # the loss tells weights apart where the (mostly background) IoU cannot: the best
+    # checkpoint's (step 2, tested by the run itself), not the last one's
+    assert results["metrics"]["test/loss"] == pytest.approx(
+        trained["metrics"]["test/loss"], rel=1e-5
+    )
     assert "val/mIoU" not in results["metrics"]
 
 

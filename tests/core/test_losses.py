@@ -79,6 +79,22 @@ def test_ohem_keeps_at_least_min_kept_and_only_the_hardest():
     assert gt[keep].max() <= gt[valid & ~keep].min()  # every dropped pixel is easier
 
 
+def test_ohem_keeps_exactly_the_min_kept_hardest_when_the_kth_lies_above_thresh():
+    """Only 2 pixels are below thresh (0.3) but min_kept is 5: the threshold becomes the 5th
+    smallest ground-truth probability (0.62), kept itself (``<=``), so exactly the 5 hardest
+    valid pixels stay. The ignored pixel is the "hardest" of all (probability 0.005 of class
+    0, the class it is gathered at) and must neither be kept nor count among the 5."""
+    probs = [0.9, 0.62, 0.1, 0.99, 0.61, 0.2, 0.63, 0.6, 0.95, 0.995]
+    logits = _binary_logits(probs, (2, 5))
+    target = torch.ones(1, 2, 5, dtype=torch.long)
+    target.view(-1)[9] = IGNORE
+    keep = ohem_mask(logits, target, IGNORE, thresh=0.3, min_kept=5).flatten().tolist()
+    assert keep == [p in (0.1, 0.2, 0.6, 0.61, 0.62) for p in probs]
+    # min_kept below the count under thresh: thresh alone decides (the max of the two)
+    keep = ohem_mask(logits, target, IGNORE, thresh=0.3, min_kept=1).flatten().tolist()
+    assert keep == [p in (0.1, 0.2) for p in probs]
+
+
 def test_ohem_keeps_every_valid_pixel_when_too_few():
     logits = torch.randn(1, 3, 4, 4)
     target = torch.randint(0, 3, (1, 4, 4))

@@ -1,20 +1,34 @@
 """torchmetrics' MeanAveragePrecision, fed as the module feeds it, equals COCOeval run
-directly on the annotation file and loadRes'd detections (boxes and masks)."""
+directly on the annotation file and loadRes'd detections (boxes and masks); and the
+LightningModule built from the app's config, validating a stub detector with known
+detections, logs exactly COCOeval's numbers for them."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
+from cli_helpers import ROOT
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
+from torch import nn
 
 from src.data.coco_files import load_coco
 from src.data.coco_instance import CocoInstanceDataset
-from src.tasks.instance.module import IOU_TYPES, coco_map, detections_for_metric, targets_for_metric
+from src.tasks.instance.module import (
+    IOU_TYPES,
+    InstanceSegmentationModule,
+    coco_map,
+    detections_for_metric,
+    targets_for_metric,
+)
 
 # COCOeval.stats in order, as torchmetrics names them.
 STAT_KEYS = (
@@ -38,10 +52,10 @@ def _box_of(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
-def make_detections(dataset: CocoInstanceDataset, seed: int = 0) -> list[dict]:
-    """Per image: two shifted copies of every object (crowds too) with jittered boxes, some
-    with a wrong class, and random false positives, all with random scores, as the detector
-    outputs them (soft masks of shape (N, 1, H, W))."""
+def make_detections(dataset: CocoInstanceDataset, seed: int = 0, shift: int = 6) -> list[dict]:
+    """Per image: two copies of every object (crowds too) shifted by up to ``shift`` pixels
+    with jittered boxes, some with a wrong class, and random false positives, all with random
+    scores, as the detector outputs them (soft masks of shape (N, 1, H, W))."""
     rng = np.random.default_rng(seed)
     num_labels = dataset.num_classes - 1
     outputs = []
@@ -51,7 +65,7 @@ def make_detections(dataset: CocoInstanceDataset, seed: int = 0) -> list[dict]:
         masks, boxes, labels = [], [], []
         for mask, label in zip(target["masks"], target["labels"]):
             for _ in range(2):
-                moved = _shift(mask, *rng.integers(-6, 7, size=2))
+                moved = _shift(mask, *rng.integers(-shift, shift + 1, size=2))
                 if not moved.any():
                     continue
                 masks.append(moved)
@@ -131,3 +145,80 @@ def test_torchmetrics_map_equals_cocoeval(fake_coco, seed):
         np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=iou_type)
         # Not a trivial agreement: imperfect detections score strictly between 0 and 1.
         assert 0.0 < expected[0] < 1.0, (iou_type, expected[0])
+
+
+def _fingerprint(image: torch.Tensor) -> str:
+    return hashlib.sha1(image.contiguous().numpy().tobytes()).hexdigest()
+
+
+class StubDetector(nn.Module):
+    """A detector that outputs fixed detections for each image it knows (found by its
+    pixels), as torchvision's Mask R-CNN does in evaluation: boxes, scores, labels and soft
+    (N, 1, H, W) masks."""
+
+    def __init__(self, num_classes: int, images: list[torch.Tensor], outputs: list[dict]):
+        super().__init__()
+        self.num_classes = num_classes
+        self.outputs = {_fingerprint(i): o for i, o in zip(images, outputs)}
+        assert len(self.outputs) == len(images), "two images with the same pixels"
+
+    def forward(self, images, targets=None):
+        assert targets is None, "the stub only evaluates"
+        return [self.outputs[_fingerprint(image)] for image in images]
+
+
+def _hazy(outputs: list[dict]) -> list[dict]:
+    """The soft masks with a faint haze (0.3) outside each object: a mask threshold below it
+    fills whole images, one above the objects' 0.55..1 empties masks."""
+    hazy = []
+    for out in outputs:
+        masks = out["masks"]
+        hazy.append({**out, "masks": torch.where(masks > 0, masks, torch.full_like(masks, 0.3))})
+    return hazy
+
+
+def test_module_validation_of_a_stub_detector_logs_cocoeval_numbers(fake_coco, tmp_path):
+    """The app's instance module (``conf/module/instance.yaml``, as ``experiment=
+    coco_instance_rcca`` composes it) validates a stub detector with known, imperfect
+    detections: every logged box and mask AP/AR equals COCOeval on the same detections
+    binarised at 0.5, and the APs are well above 0 (never the −1 of "nothing to score")."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=coco_instance_rcca",
+                f"data.root={fake_coco}",
+                "data.num_workers=0",
+                "data.val_batch_size=2",
+            ],
+        )
+    datamodule = instantiate(cfg.data)
+    dataset = datamodule.dataset_for("val")
+    outputs = _hazy(make_detections(dataset, seed=0, shift=2))
+    images = [dataset[i]["image"] for i in range(len(dataset))]
+    stub = StubDetector(datamodule.num_classes, images, outputs)
+    module = instantiate(cfg.module, _partial_=True)(
+        net=stub, num_classes=datamodule.num_classes, class_names=datamodule.class_names
+    )
+    assert isinstance(module, InstanceSegmentationModule)
+    # COCO's and torchvision's 0.5, also for a module built without the config
+    default = InstanceSegmentationModule(stub, num_classes=datamodule.num_classes)
+    assert module.hparams.mask_threshold == default.hparams.mask_threshold == 0.5
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    (metrics,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    for iou_type in IOU_TYPES:
+        expected = cocoeval_stats(dataset, outputs, iou_type)
+        logged = [
+            metrics[f"val/{iou_type}_{key.replace('map', 'mAP').replace('mar', 'mAR')}"]
+            for key in STAT_KEYS
+        ]
+        np.testing.assert_allclose(logged, expected, atol=1e-6, err_msg=iou_type)
+        ap, ap50 = expected[0], expected[1]
+        assert 0.3 < ap < 1.0 and 0.6 < ap50 <= 1.0, (iou_type, ap, ap50)  # 0.48..0.83

@@ -16,6 +16,7 @@ from app_helpers import ROOT, TINY
 # 3 steps (always mid-epoch before the end), validation every 6 (so saves at 6 and 12 wait
 # for it), deterministic kernels.
 STEPS, EVERY, EPOCH, VALIDATE = 12, 3, 4, 6
+VAL_BATCHES = 2  # TINY: 4 validation samples, batches of 2
 RESUMABLE_RUN = [
     *TINY,
     f"trainer.max_steps={STEPS}",
