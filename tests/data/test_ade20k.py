@@ -100,6 +100,7 @@ def test_fake_tree_loads_through_the_data_module(fake_data):
     assert (val["mask"] == 255).any() and (val["mask"] == 149).any()
 
 
+@pytest.mark.slow  # a CLI run; the data module on the fake tree is tested above by default
 def test_one_training_step_of_the_recipe_on_the_fake_tree(fake_data, tmp_path):
     """experiment=ade20k_rcca (4 GPUs, sync BN, ImageNet weights, 512 crops) on the CPU with
     debug=tiny, cut to one step, on the fake ADEChallengeData2016 tree."""
