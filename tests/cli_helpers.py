@@ -78,3 +78,21 @@ def wandb_summary(run_dir: Path) -> dict[str, Any]:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def wandb_config(run_dir: Path) -> dict[str, Any]:
+    """The offline run's last config record as W&B's CLI prints it, ``_wandb`` included
+    (``--summary`` leaves that out; the class labels of image masks live in it, under
+    ``mask/class_labels``)."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    proc = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines() if '"type":"config"' in line]
+    assert records, f"no config record in {run_dir}"
+    return records[-1]["config"]["update"]

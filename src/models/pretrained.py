@@ -284,11 +284,18 @@ def read_weights_file(path: str | Path, key: str = "source", mmap: bool = False)
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{key}={str(path)!r} holds objects that weights_only loading refuses "
-            f"(it would run code to rebuild them): {err}"
+            f"(it would run code to rebuild them): {_refused_global(err)}"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         message = f"{key}={str(path)!r} is not a readable PyTorch checkpoint: {err}"
         raise ValueError(message) from err
+
+
+def _refused_global(err: BaseException) -> str:
+    """The one line of torch's weights_only refusal that names what it refused."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "global" in line]
+    return (named or lines or [type(err).__name__])[0]
 
 
 def zoo_file(name: str) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from app_helpers import TINY, read_results
-from cli_helpers import run_cli, wandb_summary
+from cli_helpers import run_cli, wandb_config, wandb_summary
 
 from src.data.synthetic import SyntheticSegmentationDataset
 
@@ -72,3 +72,21 @@ def test_each_job_has_its_own_complete_wandb_run(sweep_dir):
         assert table["columns"] == ["class", "IoU"]
         assert [row[0] for row in table["data"]] == CLASS_NAMES
     assert len(run_ids) == 2
+
+
+def test_each_job_logs_every_loss_term_and_overlays_labelled_with_the_class_names(sweep_dir):
+    """README (Weights & Biases): "every loss term" (here seg and aux; the CCL terms: a slow
+    test in test_readme_promises.py) and "prediction overlays (... predicted and
+    ground-truth masks and class labels)"."""
+    expected = {**{str(i): name for i, name in enumerate(CLASS_NAMES)}, "255": "ignore"}
+    for job in range(2):
+        (run_dir,) = (sweep_dir / str(job) / "wandb").glob("offline-run-*")
+        results = read_results(sweep_dir / str(job))
+        terms = {k for k in results["metrics"] if k.startswith("train/") and k != "train/lr"}
+        assert terms == {"train/loss", "train/seg", "train/aux"}
+        summary = wandb_summary(run_dir)["summary"]
+        for key in terms:
+            assert summary[key] == pytest.approx(results["metrics"][key]), key
+        labels = wandb_config(run_dir)["_wandb"]["mask/class_labels"]
+        for layer in ("prediction", "ground_truth"):
+            assert labels[f"val/predictions_wandb_delimeter_{layer}"]["value"] == expected
