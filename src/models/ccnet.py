@@ -11,6 +11,7 @@ starts a new network (e.g. for another class count) from them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,8 @@ class CCNet(nn.Module):
 
     def _init_from(self, weights: Any, arguments: dict[str, Any]) -> None:
         """Load ``init_from``'s weights after checking that they are for this architecture."""
-        defaults = {"aux_channels": 256, "embed_dim": None, "align_corners": False,
-                    "contract_dilation": True, "pool_ceil_mode": False,
-                    "head_activation": "relu", "context": "rcca", "aux": True}  # fmt: skip
+        signature = inspect.signature(type(self).__init__).parameters
+        defaults = {name: parameter.default for name, parameter in signature.items()}
         differences = [
             f"model.{k}={weights.architecture.get(k, defaults.get(k))!r}"
             for k, v in arguments.items()
