@@ -82,9 +82,8 @@ def agreement(output: Path, photos: Path, net, mean, std, bgr_255: bool) -> floa
     return equal / total
 
 
-@pytest.mark.parametrize(
-    "source", ["mmseg", pytest.param("official", marks=pytest.mark.slow)]
-)  # the official file's exactness is in the default run: tests/models/test_pretrained.py
+@pytest.mark.slow  # the default run: eval of the same file below, exactness in test_pretrained
+@pytest.mark.parametrize("source", ["mmseg", "official"])
 def test_predict_with_a_published_file_gives_the_reference_predictions(published, source):
     experiment = {"mmseg": "cityscapes_rcca_mmseg", "official": "cityscapes_rcca_official"}
     output = published["root"] / f"predicted_{source}"
