@@ -63,10 +63,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke test)")
     parser.add_argument("--parts", nargs="+", default=["op", "train", "infer"])
     parser.add_argument(
-        "--compile-backend", default=None, help="torch.compile backend (default inductor)"
+        "--compile-backend",
+        default=None,
+        help="torch.compile backend (default inductor; aot_eager with --quick on a CPU)",
     )
     parser.set_defaults(device="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.quick and args.compile_backend is None and args.device == "cpu":
+        args.compile_backend = "aot_eager"  # inductor's C++ compile alone takes many minutes
     if args.quick:
         args.op_cases = [(8, 16, 8, 12)]
         args.train_cases = [("resnet10t", 64, 64, 2, True)]

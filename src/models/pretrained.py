@@ -35,6 +35,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from .backbone import _examples  # the one list-of-keys shortener of the models
+
 log = logging.getLogger(__name__)
 
 CCNET_TARGET = "src.models.ccnet.CCNet"
@@ -538,11 +540,6 @@ def _meta_align_corners(meta: Mapping[str, Any]) -> bool:
     mmseg's default, when there is none)."""
     text = meta.get("config") or meta.get("cfg") or ""
     return bool(re.search(r"align_corners\s*=\s*True", str(text)))
-
-
-def _examples(items: Sequence[str], n: int = 3) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (", ..." if len(items) > n else "")
 
 
 def _key_summary(checkpoint: Any) -> str:
