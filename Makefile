@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install train eval predict export test test-all lint format bench sweep figures clean
+.PHONY: help install train eval predict export test test-all lint format bench sweep sweep-video figures clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench: $(STAMP)  ## run every cost benchmark (tables printed, JSON in bench_resu
 
 sweep: $(STAMP)  ## recurrence sweep R=0,1,2 on the long-range-context toy data
 	$(PY) -m src.train -m experiment=context_toy model.recurrence=0,1,2 $(ARGS)
+
+sweep-video: $(STAMP)  ## 2D (T=1) against 3D RCCA R=1 and R=2 on the temporal-context toy clips
+	$(PY) -m src.train -m experiment=video_toy_2d,video_toy_r1,video_toy $(ARGS)
 
 figures: $(STAMP)  ## redraw the README's figures (docs/figures/) from CPU runs cached in logs/figures/; ARGS="--fresh"
 	$(PY) -m src.figures $(ARGS)

@@ -38,5 +38,6 @@ def test_quick_cpu_run_writes_every_part(tmp_path: Path) -> None:
     }  # fmt: skip
     assert all(r["images_per_s"] > 0 for r in result["train"] + result["infer"])
     assert {r["dtype"] for r in result["op"]} == {"fp32", "bf16"}
-    assert all(r[f"{n}_ms"] > 0 for r in result["op"] for n in ("ours", "einsum", "nonlocal"))
+    names = ("ours", "ours_fused", "einsum", "nonlocal")  # ours_fused: kernel="fused"
+    assert all(r[f"{n}_ms"] > 0 for r in result["op"] for n in names)
     assert "6.0 GB" in proc.stdout and "published anchors" in proc.stdout

@@ -45,7 +45,9 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.core.inference import InferenceConfig
+from src.models.attention import check_kernel
 from src.models.backbone import OUTPUT_STRIDE, check_backbone_name, check_dilated_backbone
+from src.models.ccnet3d import check_target_frame
 from src.models.context import check_context, check_recurrence
 from src.models.heads import check_activation
 
@@ -137,6 +139,8 @@ def _check_model(cfg: DictConfig) -> None:
         ("model.recurrence", check_recurrence),
         ("model.context", check_context),
         ("model.head_activation", check_activation),
+        ("model.attention_kernel", check_kernel),
+        ("model.target_frame", check_target_frame),
         ("model.backbone", check_dilated_backbone if dilated else check_backbone_name),
     )
     for key, check in checks:

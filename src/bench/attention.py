@@ -5,6 +5,9 @@ energies by bmm on permuted contiguous copies, -inf on the duplicated centre, on
 their concatenation, aggregation by bmm: the official pure-PyTorch approach) side by side on
 contiguous and channels_last inputs: forward+backward time (alternating medians), bytes kept
 for backward (all storages, and beyond the inputs the caller holds anyway) and forward FLOPs.
+``ours`` is the default (``lines``) path; ``fused`` the op with ``kernel="fused"`` (per-axis
+attention calls merged by their log-sum-exps; ``fused_vs_ours`` > 1 means fused is faster).
+Its CPU kernel is invisible to torch's FLOP counter, so it has no FLOP column.
 Part 2 compares RCCA (one CrissCrossAttention applied R times, shared weights) with one
 NonLocalBlock. Targets: op bytes <= 0.25x, >= 1.3x faster on channels_last and not slower on
 contiguous inputs; RCCA R=2 <= 0.17x the non-local FLOPs, >= 3x fewer bytes, >= 5x faster.
@@ -34,6 +37,8 @@ from src.bench.common import (
     write_json,
 )
 from src.models.attention import CrissCrossAttention, NonLocalBlock, criss_cross_attention
+
+fused_cca = partial(criss_cross_attention, kernel="fused")
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -116,8 +121,9 @@ def _inputs(args: argparse.Namespace, size: int, fmt: torch.memory_format) -> li
 
 
 def bench_op(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Rows of the op comparison: one per (size, layout), ours against the bmm formulation."""
-    impls = {"naive": batched_matmul_cca, "ours": criss_cross_attention}
+    """Rows of the op comparison: one per (size, layout), ours (each path) against the bmm
+    formulation."""
+    impls = {"naive": batched_matmul_cca, "ours": criss_cross_attention, "fused": fused_cca}
     rows = []
     for size in args.sizes:
         torch.manual_seed(size)
@@ -135,12 +141,15 @@ def bench_op(args: argparse.Namespace) -> list[dict[str, Any]]:
                 row[f"{name}_ms"] = seconds[f"{name}/{layout}"] * 1e3
                 row[f"{name}_mib"] = saved_tensor_bytes(call) / MIB
                 row[f"{name}_extra_mib"] = saved_tensor_bytes(call, exclude=(q, k, v)) / MIB
-                row[f"{name}_gflops"] = forward_flops(call) / 1e9
+                if name != "fused":  # ATen's CPU attention kernel is not counted
+                    row[f"{name}_gflops"] = forward_flops(call) / 1e9
             with torch.no_grad():
                 ref = batched_matmul_cca(q, k, v).float()
                 row["max_abs_err"] = (criss_cross_attention(q, k, v).float() - ref).abs().max()
                 row["max_abs_err"] = row["max_abs_err"].item()
+                row["fused_max_abs_err"] = (fused_cca(q, k, v).float() - ref).abs().max().item()
             row["speedup"] = row["naive_ms"] / row["ours_ms"]
+            row["fused_vs_ours"] = row["ours_ms"] / row["fused_ms"]
             row["bytes_ratio"] = row["ours_mib"] / row["naive_mib"]
             row["extra_bytes_ratio"] = row["ours_extra_mib"] / row["naive_extra_mib"]
             rows.append(row)
@@ -238,6 +247,8 @@ def run(args: argparse.Namespace) -> dict:
             "naive_ms",
             "ours_ms",
             "speedup",
+            "fused_ms",
+            "fused_vs_ours",
             "naive_mib",
             "ours_mib",
             "bytes_ratio",
@@ -247,6 +258,8 @@ def run(args: argparse.Namespace) -> dict:
             "naive_gflops",
             "ours_gflops",
             "max_abs_err",
+            "fused_mib",
+            "fused_max_abs_err",
         ],
         f"criss_cross_attention vs batched-matmul formulation, forward+backward, {args.device} "
         f"{args.dtype}, {torch.get_num_threads()} thread(s), q/k 1x{args.key_channels}xSxS, "

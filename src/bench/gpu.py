@@ -1,8 +1,11 @@
 """GPU speed in one run: the op, training steps and inference at the recipes' sizes.
 
 ``python -m src.bench gpu`` (one GPU, a few minutes) measures
-- the op forward + backward at 1×64/512×97×97 and 1×64/512×128×256 in fp32 and bf16: ours,
-  the batched-matmul formulation, the einsum formulation and one non-local block;
+- the op forward + backward at 1×64/512×97×97 and 1×64/512×128×256 in fp32 and bf16: ours
+  (each path: ``lines``, the default, and ``fused``, per-axis attention calls merged by their
+  log-sum-exps; ``lines_vs_fused`` > 1 means fused is faster, the measurement that decides
+  whether fused becomes the CUDA default), the batched-matmul formulation, the einsum
+  formulation and one non-local block;
 - a training step of CCNet R-50-D8 at 512×1024 and R-101-D8 at 769×769 (batch 2): images/s
   and peak memory for eager fp32, bf16-mixed, + channels_last, + torch.compile;
 - inference images/s of R-101-D8 at 1024×2048: whole image and 769 sliding window;
@@ -116,6 +119,7 @@ def bench_op(args: argparse.Namespace) -> list[dict[str, Any]]:
             x = v.detach().clone().requires_grad_(True)
             calls = {
                 "ours": partial(criss_cross_attention, q, k, v),
+                "ours_fused": partial(criss_cross_attention, q, k, v, kernel="fused"),
                 "batched_matmul": partial(batched_matmul_cca, q, k, v),
                 "einsum": partial(einsum_cca, q, k, v),
                 "nonlocal": partial(block, x),
@@ -128,6 +132,7 @@ def bench_op(args: argparse.Namespace) -> list[dict[str, Any]]:
                 row[f"{name}_ms"] = seconds[name] * 1e3
                 row[f"{name}_peak_mib"] = peak_mib(args.device, runs[name])
             row["nonlocal_vs_ours"] = seconds["nonlocal"] / seconds["ours"]
+            row["lines_vs_fused"] = seconds["ours"] / seconds["ours_fused"]
             rows.append(row)
     return rows
 
@@ -242,9 +247,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"device": args.device, "quick": args.quick, "anchors": ANCHORS}
     if "op" in args.parts:
         results["op"] = bench_op(args)
-        columns = ["shape", "dtype", "ours_ms", "batched_matmul_ms", "einsum_ms", "nonlocal_ms",
-                   "nonlocal_vs_ours", "ours_peak_mib", "nonlocal_peak_mib"]  # fmt: skip
-        print_table(results["op"], columns, "op forward + backward (ms, peak MiB on CUDA)")
+        columns = ["shape", "dtype", "ours_ms", "ours_fused_ms", "lines_vs_fused",
+                   "batched_matmul_ms", "einsum_ms", "nonlocal_ms", "nonlocal_vs_ours",
+                   "ours_peak_mib", "ours_fused_peak_mib", "nonlocal_peak_mib"]  # fmt: skip
+        title = "op forward + backward (ms, peak MiB on CUDA; ours = lines path, ours_fused)"
+        print_table(results["op"], columns, title)
     if "train" in args.parts:
         results["train"] = bench_train(args)
         columns = ["model", "variant", "images_per_s", "vs_fp32", "peak_mib"]

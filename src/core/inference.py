@@ -124,14 +124,17 @@ def predict_logits_with(
     """:func:`predict_logits` for settings and flip pairs already checked (the per-batch path).
 
     ``model(x)`` returns B×K×h×w logits (any h×w, typically ceil(H/8)), or a dict holding them
-    under ``out``. They are upsampled bilinearly (with the model's ``align_corners``, see
-    :func:`align_corners_of`): in slide mode to the
-    tile, whose mosaic is then resized to H×W; in whole mode straight to H×W, one resize
-    instead of two for a rescaled view. Views are summed into one B×K×H×W buffer, so memory
+    under ``out``. Clips (B×T×C×H×W, a video model's input) are tiled, flipped and scaled frame
+    by frame alike; the logits are those of each clip's labelled frame. They are upsampled
+    bilinearly (with the model's ``align_corners``, see :func:`align_corners_of`): in slide
+    mode to the tile, whose mosaic is then resized to H×W; in whole mode straight to H×W, one
+    resize instead of two for a rescaled view. Views are summed into one B×K×H×W buffer, so memory
     stays at the batch's logits plus one scaled view, whatever the scales.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must be B×C×H×W, got shape {tuple(images.shape)}")
+    if images.dim() not in (4, 5):
+        raise ValueError(
+            f"images must be B×C×H×W (or clips B×T×C×H×W), got shape {tuple(images.shape)}"
+        )
     size = (images.shape[-2], images.shape[-1])
     flips = (False, True) if config.flip else (False,)
     corners = align_corners_of(model)
@@ -207,7 +210,7 @@ def _slide(
     (one forward, as whole-image inference) instead of a crop-sized tile of mostly zero
     padding. Tiles of every image in the batch go through the model ``batch`` at a time.
     """
-    n, _, height, width = image.shape
+    n, (height, width) = image.shape[0], image.shape[-2:]
     crop, stride = _view_window((height, width), crop, stride)
     windows = slide_windows(height, width, crop, stride)
 
@@ -218,7 +221,7 @@ def _slide(
     total: Tensor | None = None
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
-        tiles = torch.stack([image[b, :, y1:y2, x1:x2] for b, (y1, y2, x1, x2) in chunk])
+        tiles = torch.stack([image[b, ..., y1:y2, x1:x2] for b, (y1, y2, x1, x2) in chunk])
         logits = _forward(model, tiles, crop, align_corners)
         if total is None:
             total = logits.new_zeros((n, logits.shape[1], height, width))
@@ -268,12 +271,15 @@ def _resize(logits: Tensor, size: Pair, align_corners: bool) -> Tensor:
 
 
 def _rescale(images: Tensor, scale: float) -> Tensor:
-    """The images resized bilinearly by ``scale`` (sides rounded, at least 1 pixel)."""
+    """The images (or clips, frame by frame) resized bilinearly by ``scale`` (sides rounded,
+    at least 1 pixel)."""
     if scale == 1.0:
         return images
     height, width = images.shape[-2:]
     size = (max(round(height * scale), 1), max(round(width * scale), 1))
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    frames = images.flatten(0, -4)  # clips: B×T frames
+    resized = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
+    return resized.unflatten(0, images.shape[:-3])
 
 
 def _unflip(logits: Tensor, flip_pairs: Sequence[Pair]) -> Tensor:

@@ -1,7 +1,11 @@
-"""Tiny fake copies of the real dataset layouts (Cityscapes, LIP, COCO, ADE20K) for tests and
-demos.
+"""Tiny fake copies of the real dataset layouts (Cityscapes, LIP, COCO, ADE20K, and the video
+layouts of CamVid and Cityscapes sequences) for tests and demos.
 
-python -m src.data.fake --out DIR     # writes DIR/cityscapes, DIR/lip, DIR/coco, DIR/ade20k
+python -m src.data.fake --out DIR     # writes DIR/cityscapes, DIR/lip, DIR/coco, DIR/ade20k,
+                                      # DIR/camvid, DIR/cityscapes_sequence
+
+The video frames carry their frame number in their top-left corner (:func:`frame_number_of`
+reads it back) and a square that moves from frame to frame.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from pycocotools import mask as mask_utils
 from src.data.ade20k import FOLDER as ADE20K_FOLDER
 from src.data.ade20k import PALETTE as ADE20K_PALETTE
 from src.data.ade20k import SPLIT_FOLDERS as ADE20K_SPLIT_FOLDERS
+from src.data.camvid import FRAMES as CAMVID_FRAMES
+from src.data.camvid import PALETTE as CAMVID_PALETTE
+from src.data.camvid import frame_file as camvid_frame_file
+from src.data.camvid import parse_name as parse_camvid_name
+from src.data.cityscapes_sequence import sequence_frame
 from src.data.lip import PALETTE as LIP_PALETTE
 
 CITYSCAPES_CITIES = {
@@ -261,6 +270,104 @@ def write_fake_coco(
     return root
 
 
+CODE_SIZE = 4
+"""Side of the top-left block of a fake video frame that encodes its frame number."""
+
+
+def stamp_frame(image: np.ndarray, frame: int) -> np.ndarray:
+    """A copy of ``image`` showing video frame ``frame``: a bright square whose position moves
+    with the frame number, and the number itself in the top-left block (R = frame // 256,
+    G = frame % 256, B = 0), which :func:`frame_number_of` reads back."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    side = max(2, min(h, w) // 4)
+    x = CODE_SIZE + (3 * frame) % max(1, w - side - CODE_SIZE)
+    y = (h - side) // 2
+    out[y : y + side, x : x + side] = (255, 255, 0)
+    out[:CODE_SIZE, :CODE_SIZE] = (frame // 256, frame % 256, 0)
+    return out
+
+
+def frame_number_of(image: np.ndarray) -> int:
+    """The frame number :func:`stamp_frame` wrote into an H×W×3 (or 3×H×W) image."""
+    image = np.asarray(image)
+    if image.shape[0] == 3 and image.shape[-1] != 3:
+        image = np.moveaxis(image, 0, -1)
+    red, green = (int(round(float(v))) for v in image[0, 0, :2])
+    return red * 256 + green
+
+
+CAMVID_NAMES = {
+    "train": ("0001TP_006690", "0006R0_f00930", "0016E5_07959"),
+    "val": ("0006R0_f01230", "0016E5_00390"),
+    "test": ("0001TP_008550", "Seq05VD_f00000"),
+}
+"""The fake CamVid's labelled frames: both name styles, every sequence, and Seq05VD_f00000, the
+first frame of its video (a clip ending there has no earlier frames)."""
+
+
+def write_fake_camvid(
+    root: str | Path,
+    image_size: Sequence[int] = (36, 48),
+    names: dict[str, Sequence[str]] | None = None,
+    radius: int = 4,
+    seed: int = 0,
+) -> Path:
+    """SegNet's CamVid layout (``<split>/``, ``<split>annot/`` with values 0..11, 11 = void)
+    and ``frames/<sequence>/`` holding each labelled frame and the ``radius`` frames on either
+    side of it that exist (none before frame 0). The labelled image is its frame of the video."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    colours[: len(CAMVID_PALETTE)] = CAMVID_PALETTE  # void (11) stays black
+    for split, split_names in (names or CAMVID_NAMES).items():
+        for name in split_names:
+            sequence, frame = parse_camvid_name(name)
+            label = random_regions(image_size, np.arange(12), rng)
+            label[-3:, -3:] = 11
+            picture = colour_image(label, colours, rng)
+            _write_gray(root / f"{split}annot" / f"{name}.png", label)
+            _write_rgb(root / split / f"{name}.png", stamp_frame(picture, frame))
+            for n in range(max(0, frame - radius), frame + radius + 1):
+                path = camvid_frame_file(root / CAMVID_FRAMES, sequence, n)
+                _write_rgb(path, stamp_frame(picture, n))
+    return root
+
+
+def write_fake_cityscapes_sequence(
+    root: str | Path,
+    image_size: Sequence[int] = (32, 64),
+    images_per_city: int = 1,
+    before: int = 4,
+    after: int = 2,
+    splits: Sequence[str] = ("train", "val", "test"),
+    seed: int = 0,
+) -> Path:
+    """Cityscapes' sequence layout, two cities per split: ``gtFine`` labelIds of each annotated
+    frame and its ``leftImg8bit_sequence`` frames from ``before`` frames before it to ``after``
+    after it (the real snippet holds 19 before, 10 after: kept small). The test split also has
+    ``leftImg8bit/test`` (its list of frames) and dummy all-0 labels, as the real archive."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for city in CITYSCAPES_CITIES[split]:
+            for i in range(images_per_city):
+                prefix, frame = f"{city}_{i:06d}", 19 + 30 * i
+                stem = f"{prefix}_{frame:06d}"
+                label = random_regions(image_size, _CITYSCAPES_IDS, rng)
+                picture = colour_image(label, _CITYSCAPES_COLOURS, rng)
+                label_ids = label if split != "test" else np.zeros_like(label)
+                _write_gray(
+                    root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label_ids
+                )
+                for n in range(frame - before, frame + after + 1):
+                    _write_rgb(sequence_frame(root, split, prefix, n), stamp_frame(picture, n))
+                if split == "test":
+                    image = root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"
+                    _write_rgb(image, stamp_frame(picture, frame))
+    return root
+
+
 def write_all(out: str | Path) -> dict[str, Path]:
     """Write every fake layout under ``out``; returns the root of each."""
     out = Path(out)
@@ -269,6 +376,8 @@ def write_all(out: str | Path) -> dict[str, Path]:
         "lip": write_fake_lip(out / "lip"),
         "coco": write_fake_coco(out / "coco"),
         "ade20k": write_fake_ade20k(out / "ade20k"),
+        "camvid": write_fake_camvid(out / "camvid"),
+        "cityscapes_sequence": write_fake_cityscapes_sequence(out / "cityscapes_sequence"),
     }
 
 

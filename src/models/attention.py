@@ -11,9 +11,19 @@ exp(lse_part - lse) instead of concatenating the energies. The centre, present i
 line, is kept in the last axis's lines only (masked with -inf in the others). Backward
 keeps only q, k, v and the per-position log-sum-exp and recomputes the probabilities with
 two small matmuls (C' = C/8 channels).
+
+``kernel="fused"`` computes the same forward as one attention call per axis (the lines as a
+batch, the centre masked with an additive -inf bias in every axis but the last), each
+returning its output and its log-sum-exp, merged as out = sum_axis exp(lse_axis - lse) *
+out_axis; no (L, L) energies are materialised on the CUDA backend. Backward is the same
+hand-written one (it needs only q, k, v and the merged log-sum-exp). See
+:func:`criss_cross_attention` for the backends and why ``lines`` stays the default.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -251,22 +261,161 @@ def _criss_cross_backward(
     return dq.mul_(scale), dk.mul_(scale), dv, dot.sum().reshape(gamma.shape).to(gamma.dtype)
 
 
+# ----------------------------------------------------------------------------- the fused path
+
+KERNELS = ("lines", "fused")
+"""``model.attention_kernel`` values: ``lines`` (per-axis energies and log-softmax, the
+default) and ``fused`` (one attention call per axis, merged by their log-sum-exps)."""
+
+_Attend = Callable[[Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
+_FUSED_CPU_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+_FUSED_CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_CUDA_GRID_MAX = 65535  # the efficient kernel puts batch and heads on grid z and y
+
+
+def check_kernel(kernel: object) -> str:
+    """``kernel`` if it names a path of the op (one of :data:`KERNELS`)."""
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        raise ValueError(
+            f"model.attention_kernel must be one of {', '.join(KERNELS)}; got {kernel!r}"
+        )
+    return kernel
+
+
+def _centre_bias(
+    n: int, dtype: torch.dtype, device: torch.device, cols: int | None = None
+) -> Tensor:
+    """Additive (n, n) bias: -inf on the diagonal, 0 elsewhere (a view of (n, cols) rows)."""
+    bias = torch.zeros(n, cols or n, dtype=dtype, device=device)
+    return bias[:, :n].masked_fill_(_eye_mask(n, device), float("-inf"))
+
+
+def _attend_cpu(q: Tensor, k: Tensor, v: Tensor, mask_centre: bool) -> tuple[Tensor, Tensor]:
+    """ATen's CPU flash attention (blocked, online softmax, natural-log lse, fp32 accumulation
+    for half types, float64 supported). It needs equal q/v head sizes (the caller pads) and
+    an additive mask of the query's dtype; scale 1 (CCNet does not scale)."""
+    bias = _centre_bias(q.shape[-2], q.dtype, q.device) if mask_centre else None
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    out, lse = op(q, k, v, attn_mask=bias, scale=1.0)
+    return out, lse
+
+
+def _attend_cuda(q: Tensor, k: Tensor, v: Tensor, mask_centre: bool) -> tuple[Tensor, Tensor]:
+    """ATen's memory-efficient CUDA attention (CUTLASS): q/k and v head sizes may differ, the
+    bias is (batch, heads, L, L) of the query's dtype with rows aligned to 16 elements (the
+    stride-0 expand of one padded (L, L) block), lse is fp32, natural log, padded to 32."""
+    n = q.shape[-2]
+    bias = None
+    if mask_centre:
+        block = _centre_bias(n, q.dtype, q.device, cols=-(-n // 16) * 16)
+        bias = block.expand(q.shape[0], q.shape[1], n, n)
+    op = torch.ops.aten._scaled_dot_product_efficient_attention
+    out, lse, _, _ = op(q, k, v, bias, True, scale=1.0)
+    return out, lse[..., :n]
+
+
+def _attend_math(q: Tensor, k: Tensor, v: Tensor, mask_centre: bool) -> tuple[Tensor, Tensor]:
+    """The same call in plain torch (materialises one axis's energies): any dtype and device."""
+    energy = torch.matmul(q, k.transpose(-1, -2)).to(_acc_dtype(q))
+    if mask_centre:
+        energy = energy.masked_fill_(_eye_mask(energy.shape[-1], energy.device), float("-inf"))
+    lse = torch.logsumexp(energy, dim=-1)
+    probs = energy.sub_(lse.unsqueeze(-1)).exp_()
+    return torch.matmul(probs.to(v.dtype), v), lse
+
+
+def _fused_backend(q: Tensor, k: Tensor, v: Tensor) -> _Attend:
+    """The attention call for these inputs: ATen's fused kernel where it takes them, else
+    :func:`_attend_math`."""
+    same = q.dtype == k.dtype == v.dtype
+    if q.device.type == "cpu" and same and q.dtype in _FUSED_CPU_DTYPES:
+        return _attend_cpu
+    if q.device.type == "cuda" and same and q.dtype in _FUSED_CUDA_DTYPES:
+        b, *spatial, cq = q.shape
+        aligned = cq % 8 == 0 and v.shape[-1] % 8 == 0  # CUTLASS reads 8-element vectors
+        small = all(b * math.prod(spatial[:a]) <= _CUDA_GRID_MAX for a in range(len(spatial)))
+        small = small and all(
+            math.prod(spatial[a + 1 :]) <= _CUDA_GRID_MAX for a in range(len(spatial))
+        )
+        if aligned and small:
+            return _attend_cuda
+    return _attend_math
+
+
+def _pad_channels(x: Tensor, channels: int) -> Tensor:
+    """x (.., C) with zero channels appended up to ``channels`` (x itself if none)."""
+    extra = channels - x.shape[-1]
+    return x if extra <= 0 else torch.nn.functional.pad(x, (0, extra))
+
+
+def _axis_attention(
+    attend: _Attend, q: Tensor, k: Tensor, v: Tensor, axis: int, mask_centre: bool
+) -> tuple[Tensor, Tensor]:
+    """One attention call over every line along ``axis``: output (B, *S, C), lse (B, *S).
+
+    Lines are handed over as (batch, heads, L, C) views without copies: the spatial dims
+    before ``axis`` join the batch, those after it become the heads (both mergeable in a
+    contiguous (B, *S, C) tensor). The fused kernels write (batch, L, heads, C) memory,
+    which is (B, *S, C) again.
+    """
+    b, *spatial, _ = q.shape
+    n = spatial[axis]
+    batch, heads = b * math.prod(spatial[:axis]), math.prod(spatial[axis + 1 :])
+
+    def as_lines(t: Tensor) -> Tensor:
+        return t.reshape(batch, n, heads, t.shape[-1]).transpose(1, 2)
+
+    out, lse = attend(as_lines(q), as_lines(k), as_lines(v), mask_centre)
+    out = out.transpose(1, 2).reshape(b, *spatial, out.shape[-1])
+    lse = lse.transpose(1, 2).reshape(b, *spatial)
+    return out, lse
+
+
+def _fused_forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``_criss_cross_forward``'s result (output (B, *S, C), per-position lse (B, *S) in the
+    accumulation dtype) from one attention call per axis, merged by their log-sum-exps."""
+    attend = _fused_backend(q, k, v)
+    channels = v.shape[-1]
+    if attend is _attend_cpu:  # equal head sizes: zero channels leave the energies alone
+        width = max(q.shape[-1], channels)
+        q, k, v = (_pad_channels(t, width) for t in (q, k, v))
+    axes = _active_axes(q)
+    parts = [_axis_attention(attend, q, k, v, a, a != axes[-1]) for a in axes]
+    acc = _acc_dtype(v)
+    part_lse = torch.stack([lse.to(acc) for _, lse in parts])
+    lse = torch.logsumexp(part_lse, dim=0)
+    weights = part_lse.sub_(lse).exp_().unsqueeze(-1)
+    out = v.new_empty(*v.shape[:-1], channels, dtype=acc)  # (B, *S, C), whatever the parts
+    torch.mul(parts[0][0][..., :channels], weights[0], out=out)  # half outputs: to fp32
+    for (part, _), weight in zip(parts[1:], weights[1:]):
+        out = out.addcmul_(part[..., :channels], weight)
+    return out.to(v.dtype), lse
+
+
 class _CrissCrossFunction(torch.autograd.Function):
     """Autograd for CCA(q, k, v), or x + gamma * CCA(q, k, v) when gamma and x are given.
 
     Backward needs q, k, v and the per-position log-sum-exp only. The plain op keeps its
     inputs as given (they belong to the caller); the residual form, used by the modules on
     their own projections, keeps the channels-last copies it computed with (the originals
-    are freed, so this costs no memory and spares backward the layout copies).
+    are freed, so this costs no memory and spares backward the layout copies). ``kernel``
+    picks the forward (:data:`KERNELS`); both give backward the same log-sum-exp.
     """
 
     @staticmethod
     def forward(
-        ctx, query: Tensor, key: Tensor, value: Tensor, gamma: Tensor | None, x: Tensor | None
+        ctx,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        gamma: Tensor | None,
+        x: Tensor | None,
+        kernel: str = "lines",
     ) -> Tensor:
         inputs = (query, key, value)
         lines = [_channels_last(t) for t in inputs]
-        out, lse = _criss_cross_forward(*lines)
+        forward = _fused_forward if kernel == "fused" else _criss_cross_forward
+        out, lse = forward(*lines)
         ctx.channels_last = [_is_channels_last(t) for t in inputs]
         ctx.residual = x is not None
         if x is None:
@@ -286,7 +435,7 @@ class _CrissCrossFunction(torch.autograd.Function):
         grad_lines = _channels_last(grad.to(lines[2].dtype))  # fp32 under a residual in fp32
         *grads, grad_gamma = _criss_cross_backward(*lines, lse, grad_lines, gamma)
         grads = [_restore_layout(g, cl) for g, cl in zip(grads, ctx.channels_last)]
-        return (*grads, grad_gamma, grad if ctx.residual else None)
+        return (*grads, grad_gamma, grad if ctx.residual else None, None)
 
 
 def _check_shapes(query: Tensor, key: Tensor, value: Tensor) -> None:
@@ -306,33 +455,53 @@ def _use_function(*tensors: Tensor) -> bool:
     return needs_grad and not _exporting()
 
 
-def criss_cross_attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+def criss_cross_attention(
+    query: Tensor, key: Tensor, value: Tensor, kernel: str = "lines"
+) -> Tensor:
     """Attend from each position to its criss-cross (2D: row + column; 3D: T, H, W lines).
 
     query/key (B, C', *S), value (B, C, *S) with S = (H, W) or (T, H, W); returns (B, C, *S)
     in value's memory format. No scaling; one softmax (accumulated in fp32) over the whole
     set, in which the centre appears once: H+W-1 positions in 2D, T+H+W-2 in 3D.
+
+    ``kernel`` (:data:`KERNELS`, config key ``model.attention_kernel``) picks the forward;
+    backward is the same hand-written one for both:
+
+    - ``lines`` (default): per-axis energies (B, S without axis, L, L) and log-softmax.
+    - ``fused``: one attention call per axis returning its log-sum-exp, merged by them. On
+      CUDA: ATen's memory-efficient attention (no energies in memory; fp32/bf16/fp16 with
+      channel counts divisible by 8). On the CPU: ATen's flash attention for the CPU, which
+      needs equal q/v head sizes, so q and k are zero-padded to C channels (8x the energy
+      FLOPs at C' = C/8). Elsewhere (float64 on CUDA, mixed dtypes, unaligned channels) the
+      same per-axis calls and merge in plain torch. Not the default: not yet measured faster
+      on a GPU (``python -m src.bench gpu``), and slower on the CPU. When traced (ONNX
+      export, torch.export, torch.compile, jit.trace) it falls back to ``lines``.
     """
+    kernel = check_kernel(kernel)
     _check_shapes(query, key, value)
     if _use_function(query, key, value):
-        return _CrissCrossFunction.apply(query, key, value, None, None)
+        return _CrissCrossFunction.apply(query, key, value, None, None, kernel)
     eager = not _exporting()
     lines = [_channels_last(t, eager) for t in (query, key, value)]
-    out, _ = _criss_cross_forward(*lines, eager=eager)
+    if kernel == "fused" and eager:
+        out, _ = _fused_forward(*lines)
+    else:
+        out, _ = _criss_cross_forward(*lines, eager=eager)
     return _restore_layout(out, _is_channels_last(value), eager)
 
 
 def criss_cross_residual(
-    query: Tensor, key: Tensor, value: Tensor, gamma: Tensor, x: Tensor
+    query: Tensor, key: Tensor, value: Tensor, gamma: Tensor, x: Tensor, kernel: str = "lines"
 ) -> Tensor:
-    """``x + gamma * criss_cross_attention(query, key, value)`` in x's memory format.
+    """``x + gamma * criss_cross_attention(query, key, value, kernel)`` in x's memory format.
 
     One fused autograd step: it keeps no copy of the attention output for gamma's gradient.
     """
+    kernel = check_kernel(kernel)
     _check_shapes(query, key, value)
     if _use_function(query, key, value, gamma, x):
-        return _CrissCrossFunction.apply(query, key, value, gamma, x)
-    return torch.addcmul(x, criss_cross_attention(query, key, value), gamma)
+        return _CrissCrossFunction.apply(query, key, value, gamma, x, kernel)
+    return torch.addcmul(x, criss_cross_attention(query, key, value, kernel), gamma)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -341,11 +510,13 @@ def criss_cross_residual(
 class CrissCrossAttention(nn.Module):
     """CCA module: 1x1 projections Q, K (C -> C/8) and V (C -> C), out = gamma * CCA + x.
 
-    ``gamma`` starts at 0, so a fresh module is the identity (as in the paper).
+    ``gamma`` starts at 0, so a fresh module is the identity (as in the paper). ``kernel``:
+    the op's forward path (:data:`KERNELS`, see :func:`criss_cross_attention`).
     """
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, kernel: str = "lines") -> None:
         super().__init__()
+        self.kernel = check_kernel(kernel)
         inner = max(in_channels // 8, 1)
         self.query = nn.Conv2d(in_channels, inner, 1)
         self.key = nn.Conv2d(in_channels, inner, 1)
@@ -353,14 +524,16 @@ class CrissCrossAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return criss_cross_residual(self.query(x), self.key(x), self.value(x), self.gamma, x)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        return criss_cross_residual(q, k, v, self.gamma, x, self.kernel)
 
 
 class CrissCrossAttention3d(nn.Module):
     """3D CCA module on (B, C, T, H, W): 1x1x1 projections, lines along T, H and W."""
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, kernel: str = "lines") -> None:
         super().__init__()
+        self.kernel = check_kernel(kernel)
         inner = max(in_channels // 8, 1)
         self.query = nn.Conv3d(in_channels, inner, 1)
         self.key = nn.Conv3d(in_channels, inner, 1)
@@ -368,7 +541,8 @@ class CrissCrossAttention3d(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return criss_cross_residual(self.query(x), self.key(x), self.value(x), self.gamma, x)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        return criss_cross_residual(q, k, v, self.gamma, x, self.kernel)
 
 
 def non_local_attention(theta: Tensor, phi: Tensor, g: Tensor) -> Tensor:
@@ -403,9 +577,11 @@ class NonLocalBlock(nn.Module):
 
 
 __all__ = [
+    "KERNELS",
     "CrissCrossAttention",
     "CrissCrossAttention3d",
     "NonLocalBlock",
+    "check_kernel",
     "criss_cross_attention",
     "criss_cross_residual",
     "non_local_attention",

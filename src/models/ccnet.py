@@ -26,8 +26,19 @@ from .pretrained import load_pretrained
 log = logging.getLogger(__name__)
 
 
+_NOT_COMPARED = (
+    "num_classes",
+    "recurrence",
+    "dropout",
+    "embed_dim",
+    "attention_kernel",
+)  # free in fine-tuning
+
+
 class CCNet(nn.Module):
     """Criss-cross network for semantic segmentation (Huang et al., ICCV 2019 / TPAMI 2020)."""
+
+    context_dims = 2  # spatial axes the context module attends over (CCNet3D: T, H, W)
 
     def __init__(
         self,
@@ -46,6 +57,7 @@ class CCNet(nn.Module):
         pool_ceil_mode: bool = False,
         head_activation: str = "relu",
         init_from: str | Path | None = None,
+        attention_kernel: str = "lines",
     ) -> None:
         """``align_corners``: how every bilinear resize of the logits is done (training loss,
         inference, export; mmseg's Cityscapes 769×769 models and the official code use True).
@@ -53,7 +65,9 @@ class CCNet(nn.Module):
         "leaky_relu"`` build the official code's network (see :mod:`src.models.backbone`,
         :mod:`src.models.heads`). ``init_from``: a checkpoint of any format
         :meth:`from_pretrained` reads, or a zoo name, whose weights replace the initial ones
-        (its architecture must match; classifiers for another class count start fresh)."""
+        (its architecture must match; classifiers for another class count start fresh).
+        ``attention_kernel``: the criss-cross op's forward path, ``lines`` or ``fused`` (same
+        weights and results; see :func:`src.models.attention.criss_cross_attention`)."""
         super().__init__()
         context = check_context(context)  # fail before building a large backbone
         recurrence = check_recurrence(recurrence)
@@ -69,7 +83,9 @@ class CCNet(nn.Module):
             pool_ceil_mode=pool_ceil_mode,
         )
         stage3, stage4 = self.backbone.feature_info.channels()
-        module = build_context(context, channels, recurrence)
+        module = build_context(
+            context, channels, recurrence, dims=self.context_dims, kernel=attention_kernel
+        )
         self.head = ContextHead(stage4, channels, num_classes, module, dropout, head_activation)
         self.aux_head = (
             FCNHead(stage3, aux_channels, num_classes, activation=head_activation) if aux else None
@@ -80,23 +96,25 @@ class CCNet(nn.Module):
             nn.init.kaiming_normal_(self.embed.weight, nonlinearity="linear")
             nn.init.zeros_(self.embed.bias)
         self.pretrained_cfg: dict[str, Any] | None = None
+        self.architecture: dict[str, Any] = dict(
+            num_classes=num_classes, backbone=backbone, context=context, recurrence=recurrence,
+            aux=aux, embed_dim=embed_dim, channels=channels, dropout=dropout,
+            aux_channels=aux_channels, align_corners=align_corners,
+            contract_dilation=contract_dilation, pool_ceil_mode=pool_ceil_mode,
+            head_activation=head_activation, attention_kernel=attention_kernel,
+        )  # fmt: skip
+        """The arguments that built this network (weights aside), e.g. for its 3D twin."""
         if weights is not None:
-            arguments = dict(
-                backbone=backbone, context=context, aux=aux, embed_dim=embed_dim,
-                channels=channels, aux_channels=aux_channels, align_corners=align_corners,
-                contract_dilation=contract_dilation, pool_ceil_mode=pool_ceil_mode,
-                head_activation=head_activation,
-            )  # fmt: skip
-            self._init_from(weights, arguments)
+            self._init_from(weights, self.architecture)
 
     def _init_from(self, weights: Any, arguments: dict[str, Any]) -> None:
         """Load ``init_from``'s weights after checking that they are for this architecture."""
-        signature = inspect.signature(type(self).__init__).parameters
+        signature = inspect.signature(CCNet.__init__).parameters
         defaults = {name: parameter.default for name, parameter in signature.items()}
         differences = [
             f"model.{k}={weights.architecture.get(k, defaults.get(k))!r}"
             for k, v in arguments.items()
-            if k != "embed_dim" and weights.architecture.get(k, defaults.get(k)) != v
+            if k not in _NOT_COMPARED and weights.architecture.get(k, defaults.get(k)) != v
         ]
         if differences:
             raise ValueError(
@@ -124,6 +142,8 @@ class CCNet(nn.Module):
         expect (``mean``/``std``, ``None`` for ImageNet's) and their class names.
         """
         weights = load_pretrained(source)
+        if "target_frame" in weights.architecture and cls is CCNet:
+            raise ValueError(f"{source!r} holds a CCNet3D: load it with CCNet3D.from_pretrained")
         arguments = {**weights.architecture, **overrides, "pretrained": False}
         net = cls(**arguments)
         fresh = weights.load_into(net, fresh_classifiers=net.num_classes != weights.num_classes)

@@ -8,8 +8,10 @@ Every context maps features (B, C, *S) to (B, C, *S) and is the identity when fr
 - ``nonlocal``: the embedded-Gaussian non-local block (2D only).
 - ``none``: no context module at all (``nn.Identity``, no parameters).
 
-``recurrence`` only concerns ``rcca``; the others ignore it (it is still checked). A new
-context (e.g. axial attention) is one more builder in :data:`CONTEXTS` plus a config.
+``recurrence`` and ``kernel`` (the criss-cross op's forward path, ``model.attention_kernel``:
+see :func:`src.models.attention.criss_cross_attention`) only concern ``rcca``; the others
+ignore them (they are still checked). A new context (e.g. axial attention) is one more
+builder in :data:`CONTEXTS` plus a config.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .attention import CrissCrossAttention, CrissCrossAttention3d, NonLocalBlock
+from .attention import CrissCrossAttention, CrissCrossAttention3d, NonLocalBlock, check_kernel
 
 
 def check_recurrence(value: Any) -> int:
@@ -35,13 +37,16 @@ class RecurrentCrissCross(nn.Module):
     times, each pass a separate call of ``cca`` (hooks on it see every pass).
 
     ``recurrence=0`` freezes ``cca`` (requires_grad False), so that DDP and weight decay
-    leave the unused parameters alone; setting it above 0 again unfreezes them.
+    leave the unused parameters alone; setting it above 0 again unfreezes them. ``kernel``:
+    the op's forward path (``lines`` or ``fused``), stored on ``cca``.
     """
 
-    def __init__(self, channels: int, recurrence: int = 2, dims: int = 2) -> None:
+    def __init__(
+        self, channels: int, recurrence: int = 2, dims: int = 2, kernel: str = "lines"
+    ) -> None:
         super().__init__()
         attention = {2: CrissCrossAttention, 3: CrissCrossAttention3d}[dims]
-        self.cca = attention(channels)
+        self.cca = attention(channels, kernel)
         self.recurrence = recurrence
 
     @property
@@ -71,26 +76,26 @@ class RecurrentCrissCross(nn.Module):
         return f"recurrence={self.recurrence}"
 
 
-def _rcca(channels: int, recurrence: int, dims: int) -> nn.Module:
-    return RecurrentCrissCross(channels, recurrence, dims)
+def _rcca(channels: int, recurrence: int, dims: int, kernel: str) -> nn.Module:
+    return RecurrentCrissCross(channels, recurrence, dims, kernel)
 
 
-def _nonlocal(channels: int, recurrence: int, dims: int) -> nn.Module:
+def _nonlocal(channels: int, recurrence: int, dims: int, kernel: str) -> nn.Module:
     if dims != 2:
         raise ValueError(f"model.context=nonlocal is a 2D block; it has no {dims}D version")
     return NonLocalBlock(channels)
 
 
-def _none(channels: int, recurrence: int, dims: int) -> nn.Module:
+def _none(channels: int, recurrence: int, dims: int, kernel: str) -> nn.Module:
     return nn.Identity()
 
 
-CONTEXTS: dict[str, Callable[[int, int, int], nn.Module]] = {
+CONTEXTS: dict[str, Callable[[int, int, int, str], nn.Module]] = {
     "rcca": _rcca,
     "nonlocal": _nonlocal,
     "none": _none,
 }
-"""``model.context`` name → builder ``(channels, recurrence, dims) -> module``."""
+"""``model.context`` name → builder ``(channels, recurrence, dims, kernel) -> module``."""
 
 
 def check_context(name: Any) -> str:
@@ -100,13 +105,17 @@ def check_context(name: Any) -> str:
     return name
 
 
-def build_context(name: str, channels: int, recurrence: int = 2, dims: int = 2) -> nn.Module:
-    """The context module ``name`` on ``channels`` features of ``dims`` (2 or 3) spatial axes."""
+def build_context(
+    name: str, channels: int, recurrence: int = 2, dims: int = 2, kernel: str = "lines"
+) -> nn.Module:
+    """The context module ``name`` on ``channels`` features of ``dims`` (2 or 3) spatial axes;
+    ``kernel``: the criss-cross op's forward path (``model.attention_kernel``)."""
     check_context(name)
     recurrence = check_recurrence(recurrence)
+    kernel = check_kernel(kernel)
     if dims not in (2, 3):
         raise ValueError(f"a context module works on 2 or 3 spatial dims; got dims={dims!r}")
-    return CONTEXTS[name](channels, recurrence, dims)
+    return CONTEXTS[name](channels, recurrence, dims, kernel)
 
 
 def gamma_names(module: nn.Module) -> set[str]:

@@ -90,9 +90,14 @@ class ContextHead(nn.Module):
         """Logits at the input's resolution; with ``return_features`` also the context
         features after the projection conv (the input of the CCL embedding)."""
         features = self.project(self.context(self.reduce(x)))
-        fused = self.fuse(torch.cat([x, features], dim=1))
-        logits = self.classifier(self.dropout(fused))
+        logits = self.classify(x, features)
         return (logits, features) if return_features else logits
+
+    def classify(self, x: Tensor, features: Tensor) -> Tensor:
+        """The logits from the head's input ``x`` and its projected context ``features``
+        (input first in the concatenation); the 3D model calls it on its labelled frame."""
+        fused = self.fuse(torch.cat([x, features], dim=1))
+        return self.classifier(self.dropout(fused))
 
 
 class RCCAHead(ContextHead):

@@ -40,6 +40,7 @@ from .backbone import _examples  # the one list-of-keys shortener of the models
 log = logging.getLogger(__name__)
 
 CCNET_TARGET = "src.models.ccnet.CCNet"
+CCNET3D_TARGET = "src.models.ccnet3d.CCNet3D"  # its checkpoints initialise CCNet3D too
 FORMATS = ("lightning", "mmseg", "official")
 
 OFFICIAL_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
@@ -225,7 +226,7 @@ class Pretrained:
         skip = CLASSIFIERS if fresh_classifiers else ()
         optional = tuple(optional)
         state = {
-            k: v
+            k: inflate_conv(v, expected[k].shape) if k in expected else v
             for k, v in self.state_dict.items()
             if not k.startswith(skip) and (k in expected or not k.startswith(optional or ("\0",)))
         }
@@ -264,6 +265,13 @@ class Pretrained:
             f"{self.key}={self.source!r} looks like {describe_format(self.format)} but does not "
             f"fit a CCNet({_arguments(self.architecture)}): " + "; ".join(problems)
         )
+
+
+def inflate_conv(tensor: Tensor, shape: Sequence[int]) -> Tensor:
+    """A 2D conv weight (O, I, kh, kw) as the 3D weight of ``shape`` (O, I, 1, kh, kw), since a
+    1×1 conv is a 1×1×1 conv (2D weights initialise the video model); other tensors as they are."""
+    fits = len(shape) == 5 and shape[2] == 1 and (*shape[:2], *shape[3:]) == tuple(tensor.shape)
+    return tensor.unsqueeze(2) if tensor.dim() == 4 and fits else tensor
 
 
 def describe_format(name: str) -> str:
@@ -416,7 +424,7 @@ def _from_lightning(checkpoint: Mapping[str, Any], source: str, key: str) -> Pre
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     model = dict(hparams.get("model_config") or {})
     target = model.pop("target", CCNET_TARGET)
-    if target != CCNET_TARGET:
+    if target not in (CCNET_TARGET, CCNET3D_TARGET):
         raise PretrainedFormatError(
             f"{key}={source!r} is this project's checkpoint of {target}, not of a CCNet"
         )

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from src.core.datamodule import BaseDataModule
 from src.data.base import SegmentationDataset
+from src.data.clips import ClipSpec
 from src.data.resumable import ResumableDataLoader, ResumableSampler, SeededSamples
 from src.data.transforms import (
     IMAGENET_MEAN,
@@ -26,8 +27,11 @@ class SegmentationDataModule(BaseDataModule):
 
     ``augmentation`` holds the training augmentation's settings (:class:`Augmentation`, a
     mapping of some of its fields — the config's ``data.augmentation`` node —, or None for the
-    defaults). ``loader`` takes :class:`BaseDataModule`'s loader options
-    (``val_batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``, ``seed``).
+    defaults). ``clip`` (the config's ``data.clip`` node, :class:`ClipSpec`) makes it a video
+    module: it is passed to the dataset, whose samples are then clips (T, 3, H, W) transformed
+    frame by frame alike; None for image datasets. ``loader`` takes :class:`BaseDataModule`'s
+    loader options (``val_batch_size``, ``num_workers``, ``pin_memory``,
+    ``persistent_workers``, ``seed``).
 
     The training data is a function of (``seed``, epoch, position) only (see
     ``src/data/resumable.py``): two runs with the same ``seed`` draw identical training
@@ -49,6 +53,7 @@ class SegmentationDataModule(BaseDataModule):
         augmentation: Mapping[str, Any] | Augmentation | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        clip: Mapping[str, Any] | ClipSpec | None = None,
         **loader: Any,
     ) -> None:
         splits = {"train": train_split, "val": val_split, "test": test_split}
@@ -57,6 +62,7 @@ class SegmentationDataModule(BaseDataModule):
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.augmentation = Augmentation.from_config(augmentation, where="data.augmentation")
         self.mean, self.std = tuple(mean), tuple(std)
+        self.clip = None if clip is None else ClipSpec.from_config(clip)
 
     # -- what the model and the metrics need, available before setup ------------------------
     @property
@@ -87,7 +93,10 @@ class SegmentationDataModule(BaseDataModule):
     def build_dataset(self, stage: str) -> SegmentationDataset:
         """The split's dataset, its transform set by :meth:`dataset_for` once it is cached (the
         training transform asks the cached dataset for its flip pairs)."""
-        return self.dataset_factory(root=self.root, split=self.splits[stage], transform=None)
+        clip = {} if self.clip is None else {"clip": self.clip}
+        return self.dataset_factory(
+            root=self.root, split=self.splits[stage], transform=None, **clip
+        )
 
     def dataset_for(self, stage: str) -> SegmentationDataset:
         """The dataset of a stage's split with the training or the evaluation transform."""
