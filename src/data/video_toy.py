@@ -1,25 +1,25 @@
 """A temporal-context toy: clips whose labelled frame cannot be solved from that frame alone.
 
-Every clip holds a few shapes of one class (the clip's). In the clip's first frame the shapes
-are drawn in the class's colour; in every later frame, the labelled one included, they are
-one class-neutral grey. A shape pixel's label is therefore only known from an earlier frame.
+Every clip holds a few shapes of one class (the clip's). In the frames before the labelled
+one the shapes are drawn in the class's colour; in the labelled (last) frame they are one
+class-neutral grey. A shape pixel's label is therefore only known from earlier frames.
 (All shapes of a clip share its class, as the context toy's key sets every shape's: whatever
 coloured evidence attention reaches is the right one, so the toy measures reach, not choice.)
 
 About half the shapes (``moving_fraction``) move along their row, by at least their size plus
-``margin`` pixels between the first and the labelled frame; the others stay put. Every shape
-has a row band of its own. So, for 3D criss-cross attention on the labelled frame:
+``margin`` pixels from one frame to the next; the others stay put. Every shape has a row band
+of its own. So, for 3D criss-cross attention on the labelled frame:
 
 - a *still* shape pixel finds its colour on its time line: one pass (R=1) reaches it;
-- a *moving* shape pixel's time line meets background in the first frame, and the coloured
-  shape lies on that frame's row through it: a second pass (time line, then row) is needed;
+- a *moving* shape pixel's time line meets only background in the earlier frames, and the
+  coloured shape lies on their rows through it: a second pass (time line, then row) is needed;
 - a 2D model (clips of one frame, the labelled one) sees only grey shapes and can only guess.
 
 A share of the training clips (``revealed_fraction``) shows the colour in every frame, the
 labelled one too: as the context toy's labelled key, it gives a network trained from scratch a
 local reason to encode the colours as classes, which attention can then carry to grey frames
-(without it, 400 steps of R=2 did not start using the first frame). Validation and test clips
-are never revealed, so what they score needs the first frame.
+(without it, 400 steps of R=2 did not start using the earlier frames). Validation and test
+clips are never revealed, so what they score needs the earlier frames.
 
 Each sample is a short generated video of ``video_frames`` frames whose last frame is the
 labelled one; the clip spec (``data.clip``) picks the frames a model sees, ending on it: clips of
@@ -71,7 +71,7 @@ class ClipLayout:
 
 
 class VideoToyDataset(ClipDataset):
-    """Clips of grey shapes whose class shows in the first frame only (module docstring).
+    """Clips whose shapes show their class only before the labelled frame (module docstring).
 
     ``num_samples`` is one count for every split or a mapping split → count; ``video_frames``
     the length of each generated video (the last frame labelled); ``clip`` the clip spec
@@ -189,16 +189,15 @@ class VideoToyDataset(ClipDataset):
         return tops
 
     def _shape(self, rng: np.random.Generator, size: int, top: int, moving: bool) -> MovingShape:
-        """A shape in its row band, still or moving far enough between the first and the
-        labelled frame that the labelled pixels' time lines miss it in the first frame."""
+        """A shape in its row band, still or moving far enough from frame to frame that the
+        labelled pixels' time lines miss it in every earlier frame."""
         width, length = self.image_size[1], self.video_frames
         kind = SHAPE_KINDS[int(rng.integers(len(SHAPE_KINDS)))]
         target = self.labelled_frame
         if not moving or target == 0:
             left = int(rng.integers(0, width - size + 1))
             return MovingShape(kind, size, top, (left,) * length)
-        travel = size + self.margin  # first → labelled frame, at least
-        step = -(-travel // target)  # pixels per frame (ceil)
+        step = size + self.margin  # pixels per frame: no two frames' boxes overlap
         span = step * (length - 1)
         if rng.random() < 0.5:
             step = -step
@@ -211,9 +210,7 @@ class VideoToyDataset(ClipDataset):
         """Fail at construction when the geometry leaves no room for the shapes."""
         height, width = self.image_size
         rows = self.shapes_per_clip[1] * self.shape_size[1] + 4 * (self.shapes_per_clip[1] - 1)
-        travel = self.shape_size[1] + self.margin
-        target = max(self.labelled_frame, 1)
-        span = -(-travel // target) * (self.video_frames - 1)
+        span = (self.shape_size[1] + self.margin) * (self.video_frames - 1)
         if rows > height or self.shape_size[1] + span > width:
             raise ValueError(
                 f"video_toy: {self.shapes_per_clip[1]} shapes of up to {self.shape_size[1]} px "
@@ -234,7 +231,7 @@ class VideoToyDataset(ClipDataset):
             )
             image = np.repeat((BACKGROUND_GREY + blotches)[:, :, None], 3, axis=2)
             inside = self.shape_pixels(layout, frame) > 0
-            shown = layout.revealed or (frame == 0 and self.video_frames > 1)
+            shown = layout.revealed or frame < self.labelled_frame
             image[inside] = colour if shown else SHAPE_GREY
             image += rng.normal(0, self.noise_std, image.shape)
             frames.append(np.clip(image, 0, 255).round().astype(np.uint8))
