@@ -94,8 +94,8 @@ QUICK_TRAIN = (
 )
 BENCH_SIZES = (24, 32, 48, 64, 97)  # square feature maps; 97 is the paper's (769 / 8)
 QUICK_BENCH_SIZES = (8, 12)
-BENCH_ARGS = ("--threads", "1", "--repeats", "3", "--warmup", "1")
-QUICK_BENCH_ARGS = ("--quick", "--threads", "1", "--repeats", "1", "--warmup", "0")
+BENCH_ARGS = ("--dims", "2", "--threads", "1", "--repeats", "3", "--warmup", "1")
+QUICK_BENCH_ARGS = ("--dims", "2", "--quick", "--threads", "1", "--repeats", "1", "--warmup", "0")
 PREDICT_IMAGES = 3
 
 

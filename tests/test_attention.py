@@ -274,6 +274,28 @@ def test_non_local_matches_formula():
     torch.testing.assert_close(block(x), x + block.norm(block.out(y)))
 
 
+def test_space_time_non_local_attends_over_the_clip_and_matches_2d_on_one_frame():
+    """NonLocalBlock(dims=3) takes clips (1x1x1 convs, BatchNorm3d) and attends over all T*H*W
+    positions; a one-frame clip gives the 2D block's output with the same weights."""
+    torch.manual_seed(0)
+    block2d = _randomised(NonLocalBlock(6)).double()
+    block3d = NonLocalBlock(6, dims=3).double().eval()
+    assert isinstance(block3d.theta, torch.nn.Conv3d)
+    assert isinstance(block3d.norm, torch.nn.BatchNorm3d)
+    state = {k: v.view(block3d.state_dict()[k].shape) for k, v in block2d.state_dict().items()}
+    block3d.load_state_dict(state)
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    torch.testing.assert_close(block3d(x.unsqueeze(2)).squeeze(2), block2d(x))
+    clip = torch.randn(1, 6, 2, 3, 4, dtype=torch.float64)
+    changed = clip.clone()
+    changed[:, :, 0, 0, 0] += 1.0  # one position of frame 0 moves every output of frame 1
+    with torch.no_grad():
+        delta = (block3d(changed) - block3d(clip))[:, :, 1].abs().amax(dim=1)
+    assert (delta > 0).all()
+    with pytest.raises(ValueError, match="dims"):
+        NonLocalBlock(6, dims=1)
+
+
 def _randomised(module):
     torch.manual_seed(1)
     with torch.no_grad():
@@ -376,7 +398,51 @@ def test_benchmark_quick_writes_positive_fields(tmp_path, capsys):
     for field in ("flops_ratio", "bytes_reduction", "speedup"):
         assert rcca[field] > 0
     assert set(saved["targets_met"]) >= {"op_bytes_ratio", "rcca_flops_ratio", "rcca_speedup"}
-    assert "naive_ms" in capsys.readouterr().out
+    # part 3 (default --dims both): 3D RCCA R=2 and R=3 against a space-time non-local block
+    assert saved["clip"] == [3, 6, 8] and saved["memory_budget_gib"] > 0
+    rows = {row["module"]: row for row in saved["rcca_vs_nonlocal_3d"]}
+    assert list(rows) == ["3d rcca R=2", "3d rcca R=3", "3d nonlocal"]
+    for row in rows.values():
+        for field in ("gflops", "saved_mib", "extra_mib", "fwd_bwd_ms"):
+            assert row[field] > 0, (row["module"], field)
+        assert row["note"] == ""  # a tiny clip: the non-local fits any budget and is timed
+    # each pass costs the same: R=3 is 1.5x R=2's FLOPs
+    assert rows["3d rcca R=3"]["gflops"] == pytest.approx(1.5 * rows["3d rcca R=2"]["gflops"])
+    for name in ("3d rcca R=2", "3d rcca R=3"):
+        for field in ("flops_ratio", "bytes_reduction", "speedup"):
+            assert rows[name][field] > 0
+    out = capsys.readouterr().out
+    assert "naive_ms" in out and "3d nonlocal" in out
+
+
+def test_benchmark_3d_only_skips_a_non_local_over_budget(tmp_path, capsys):
+    """``--dims 3`` runs part 3 alone; a non-local block whose estimated peak exceeds the
+    memory budget is not run: its FLOPs (meta tensors) and bytes (formula) are still given."""
+    from src.bench.attention import main
+
+    args = ["--quick", "--dims", "3", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path)]
+    payload = main([*args, "--recurrence-3d", "2", "--memory-budget-gb", "0"])
+    assert "op" not in payload and "rcca_vs_nonlocal" not in payload
+    rcca, nonlocal_row = payload["rcca_vs_nonlocal_3d"]
+    assert rcca["module"] == "3d rcca R=2" and rcca["fwd_bwd_ms"] > 0
+    assert nonlocal_row["fwd_bwd_ms"] is None and nonlocal_row["note"].startswith("not timed")
+    assert nonlocal_row["gflops"] > 0 and nonlocal_row["saved_mib"] > 0
+    assert "speedup" not in rcca and rcca["bytes_reduction"] > 0
+    assert "not timed: needs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 5, 6), (1, 8, 3, 4, 5)])
+def test_benchmark_non_local_bytes_formula_matches_the_measurement(shape):
+    """What the 3D bench reports for a non-local block too big to run equals what
+    ``saved_tensor_bytes`` measures on one that runs."""
+    from src.bench.attention import nonlocal_peak_bytes, nonlocal_saved_bytes
+
+    block = NonLocalBlock(8, dims=len(shape) - 2)
+    x = torch.randn(*shape, requires_grad=True)
+    measured = saved_tensor_bytes(lambda: block(x))
+    assert nonlocal_saved_bytes(block, shape, torch.float32) == measured
+    n = torch.Size(shape[2:]).numel()
+    assert nonlocal_peak_bytes(block, shape, torch.float32) == measured + 2 * shape[0] * n * n * 4
 
 
 @pytest.mark.parametrize("fullgraph", [False, True])

@@ -22,7 +22,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = ["01_criss_cross_attention.ipynb", "02_datasets.ipynb"]
+NOTEBOOKS = [
+    "01_criss_cross_attention.ipynb",
+    "02_datasets.ipynb",
+    "03_video_attention.ipynb",
+]
 CELL_TIMEOUT_S = 600  # per cell, for a slow shared machine (idle: ~1 min per notebook)
 
 

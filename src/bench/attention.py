@@ -11,6 +11,13 @@ Its CPU kernel is invisible to torch's FLOP counter, so it has no FLOP column.
 Part 2 compares RCCA (one CrissCrossAttention applied R times, shared weights) with one
 NonLocalBlock. Targets: op bytes <= 0.25x, >= 1.3x faster on channels_last and not slower on
 contiguous inputs; RCCA R=2 <= 0.17x the non-local FLOPs, >= 3x fewer bytes, >= 5x faster.
+Part 3 (video, ``--dims 3``) compares 3D RCCA (CrissCrossAttention3d: lines along T, H and W;
+R=2 and R=3) with a space-time NonLocalBlock (all T*H*W positions) on one clip, default
+1x512x5x64x128 (5 frames of 512x1024 at output stride 8). Its non-local attention is
+(T*H*W)^2: 6.7 GB in fp32 at that size, about 3x that at its peak; it is timed only when its
+estimated peak fits ``--memory-budget-gb``, otherwise its row gives FLOPs (counted on meta
+tensors) and bytes kept by formula and says why it was skipped. No targets for part 3.
+``--dims 2`` runs parts 1-2, ``--dims 3`` part 3, ``--dims both`` (default) all three.
 
 On a shared, oversubscribed CPU, OpenMP threads that spin at every barrier wait for each
 other's time slices, which swamps the measurement; run with ``--threads 1`` or with
@@ -20,6 +27,8 @@ other's time slices, which swamps the measurement; run with ``--threads 1`` or w
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import os
 from collections.abc import Callable
 from functools import partial
@@ -36,13 +45,20 @@ from src.bench.common import (
     time_alternating,
     write_json,
 )
-from src.models.attention import CrissCrossAttention, NonLocalBlock, criss_cross_attention
+from src.models.attention import (
+    CrissCrossAttention,
+    CrissCrossAttention3d,
+    NonLocalBlock,
+    criss_cross_attention,
+)
 
 fused_cca = partial(criss_cross_attention, kernel="fused")
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 MIB = 2**20
+GIB = 2**30
+DIMS = ("2", "3", "both")
 TARGETS = {
     "op_bytes_ratio_max": 0.25,
     "op_speedup_channels_last_min": 1.3,
@@ -89,6 +105,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rcca-size", type=int, help="RCCA vs non-local map size (default 97)")
     parser.add_argument("--recurrence", type=int, default=2, help="RCCA recurrence R")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--dims",
+        choices=DIMS,
+        default="both",
+        help="2: the op and RCCA vs non-local on images; 3: 3D RCCA vs non-local on a clip",
+    )
+    parser.add_argument(
+        "--clip", type=int, nargs=3, metavar=("T", "H", "W"), help="3D clip (default 5 64 128)"
+    )
+    parser.add_argument(
+        "--recurrence-3d",
+        type=int,
+        nargs="+",
+        default=[2, 3],
+        metavar="R",
+        help="3D RCCA recurrences (default 2 3)",
+    )
+    parser.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        help="time the 3D non-local only if its estimated peak fits (GiB; default: half the "
+        "available memory, 80%% of the free GPU memory on cuda)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -96,6 +135,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.key_channels = args.key_channels or (8 if quick else 64)
     args.channels = args.channels or (32 if quick else 512)
     args.rcca_size = args.rcca_size or (12 if quick else 97)
+    args.clip = tuple(args.clip or ((3, 6, 8) if quick else (5, 64, 128)))
+    if min(args.clip) < 1 or min(args.recurrence_3d) < 1:
+        parser.error("--clip sizes and --recurrence-3d must be >= 1")
     return args
 
 
@@ -204,6 +246,132 @@ def bench_rcca(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def available_memory_bytes(device: str) -> int:
+    """Memory the process may still take: free GPU memory, or the host's MemAvailable."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_budget_bytes(args: argparse.Namespace) -> int:
+    """``--memory-budget-gb``, or half the available host memory (80% of free GPU memory)."""
+    if args.memory_budget_gb is not None:
+        return int(args.memory_budget_gb * GIB)
+    share = 0.8 if torch.device(args.device).type == "cuda" else 0.5
+    return int(share * available_memory_bytes(args.device))
+
+
+def nonlocal_saved_bytes(block: NonLocalBlock, shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Bytes a training-mode NonLocalBlock keeps for backward on an input of ``shape``, by
+    formula (what :func:`saved_tensor_bytes` measures, checked by the tests at a small size).
+
+    The input x (B, C, N) read by theta/phi/g; theta, phi, g and y (B, C/2, N each); the out
+    conv's output (B, C, N) read by the BatchNorm; the softmax output (B, N, N), which the
+    aggregation also keeps; the four conv weights; the BatchNorm's weight, running stats and
+    its saved mean and inverse std (fp32).
+    """
+    b, c, n = shape[0], shape[1], math.prod(shape[2:])
+    inner = block.theta.out_channels
+    item = torch.empty((), dtype=dtype).element_size()
+    activations = b * (2 * c * n + 4 * inner * n + n * n) * item
+    weights = sum(conv.weight.numel() for conv in (block.theta, block.phi, block.g, block.out))
+    return activations + (weights + 3 * c) * item + 2 * c * 4
+
+
+def nonlocal_peak_bytes(block: NonLocalBlock, shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Estimated peak of a non-local forward+backward: the bytes kept plus two more (B, N, N)
+    (the energies beside the softmax in forward; their gradient and the softmax output's in
+    backward)."""
+    b, n = shape[0], math.prod(shape[2:])
+    item = torch.empty((), dtype=dtype).element_size()
+    return nonlocal_saved_bytes(block, shape, dtype) + 2 * b * n * n * item
+
+
+def meta_forward_flops(
+    module: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor
+) -> int:
+    """Forward FLOPs of ``fn(module, x)`` counted on meta tensors: shapes only, nothing
+    computed or allocated (the 3D non-local's energies need not fit in memory)."""
+    meta_module = copy.deepcopy(module).to("meta")
+    return forward_flops(lambda: fn(meta_module, torch.empty_like(x, device="meta")))
+
+
+def _recurrent(module: nn.Module, x: Tensor, recurrence: int) -> Tensor:
+    for _ in range(recurrence):
+        x = module(x)
+    return x
+
+
+def bench_rcca_3d(args: argparse.Namespace, budget: int) -> list[dict[str, Any]]:
+    """Rows for 3D RCCA (each R of ``--recurrence-3d``, one shared CrissCrossAttention3d) and
+    a space-time non-local block on one clip (1, C, T, H, W); RCCA rows get ratios against it.
+
+    The non-local block is timed and measured only when its estimated peak fits ``budget``
+    (bytes); otherwise its bytes come from :func:`nonlocal_saved_bytes` and ``note`` says so.
+    """
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    cca = CrissCrossAttention3d(args.channels).to(device, dtype)
+    nonlocal_block = NonLocalBlock(args.channels, dims=3).to(device, dtype)
+    with torch.no_grad():  # trained-looking values: gamma and the BN scale start at 0
+        cca.gamma.fill_(0.5)
+        nonlocal_block.norm.weight.fill_(1.0)
+    shape = (1, args.channels, *args.clip)
+    x = torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn(*shape, device=device, dtype=dtype)
+
+    peak = nonlocal_peak_bytes(nonlocal_block, shape, dtype)
+    nonlocal_fits = peak <= budget
+    contenders: dict[str, tuple[nn.Module, Callable[[nn.Module, Tensor], Tensor]]] = {
+        f"3d rcca R={r}": (cca, partial(_recurrent, recurrence=r)) for r in args.recurrence_3d
+    }
+    contenders["3d nonlocal"] = (nonlocal_block, lambda m, t: m(t))
+    timed = {k: v for k, v in contenders.items() if k != "3d nonlocal" or nonlocal_fits}
+    seconds = time_alternating(
+        {k: _fwd_bwd(partial(fn, module, x), grad) for k, (module, fn) in timed.items()},
+        args.repeats,
+        args.warmup,
+        args.device,
+    )
+    rows = []
+    for name, (module, fn) in contenders.items():
+        module.zero_grad(set_to_none=True)
+        row: dict[str, Any] = {"module": name, "clip": "x".join(map(str, shape))}
+        row["gflops"] = meta_forward_flops(module, fn, x) / 1e9
+        if name in timed:
+            call = partial(fn, module, x)
+            row["saved_mib"] = saved_tensor_bytes(call) / MIB
+            row["extra_mib"] = saved_tensor_bytes(call, exclude=(x,)) / MIB
+            row["fwd_bwd_ms"] = seconds[name] * 1e3
+            row["note"] = ""
+        else:
+            saved = nonlocal_saved_bytes(nonlocal_block, shape, dtype)
+            row["saved_mib"] = saved / MIB
+            row["extra_mib"] = (saved - x.numel() * x.element_size()) / MIB
+            row["fwd_bwd_ms"] = None
+            row["note"] = (
+                f"not timed: needs ~{peak / GIB:.3g} GiB > budget {budget / GIB:.3g} GiB; "
+                "bytes by formula"
+            )
+        if module is nonlocal_block:
+            row["peak_gib_estimate"] = peak / GIB
+        rows.append(row)
+    other = rows[-1]
+    for ours in rows[:-1]:
+        ours["flops_ratio"] = ours["gflops"] / other["gflops"]
+        ours["bytes_reduction"] = other["saved_mib"] / ours["saved_mib"]
+        if other["fwd_bwd_ms"] is not None:
+            ours["speedup"] = other["fwd_bwd_ms"] / ours["fwd_bwd_ms"]
+    return rows
+
+
 def check_targets(op_rows: list[dict], rcca_rows: list[dict]) -> dict[str, bool]:
     """Whether each target holds (op targets checked on every measured size)."""
     cl = [r for r in op_rows if r["layout"] == "channels_last"]
@@ -237,7 +405,27 @@ def main(argv: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Run both parts, print their tables and the targets, write the JSON."""
+    """Run the parts ``--dims`` asks for, print their tables and the targets, write the JSON."""
+    payload: dict[str, Any] = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "repeats": args.repeats,
+        "key_channels": args.key_channels,
+        "channels": args.channels,
+        "recurrence": args.recurrence,
+        "dims": args.dims,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    if args.dims in ("2", "both"):
+        payload.update(run_2d(args))
+    if args.dims in ("3", "both"):
+        payload.update(run_3d(args))
+    write_json(args.out, "attention", payload)
+    return payload
+
+
+def run_2d(args: argparse.Namespace) -> dict[str, Any]:
+    """Parts 1 and 2: the op against the bmm formulation, RCCA against non-local (images)."""
     op_rows = bench_op(args)
     print_table(
         op_rows,
@@ -284,18 +472,40 @@ def run(args: argparse.Namespace) -> dict:
     )
     targets = check_targets(op_rows, rcca_rows)
     print("\ntargets:", ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
-    payload = {
-        "device": args.device,
-        "dtype": args.dtype,
-        "repeats": args.repeats,
-        "key_channels": args.key_channels,
-        "channels": args.channels,
-        "recurrence": args.recurrence,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    return {
         "op": op_rows,
         "rcca_vs_nonlocal": rcca_rows,
         "targets": TARGETS,
         "targets_met": targets,
     }
-    write_json(args.out, "attention", payload)
-    return payload
+
+
+def run_3d(args: argparse.Namespace) -> dict[str, Any]:
+    """Part 3: 3D RCCA (each R) against a space-time non-local block on one clip."""
+    budget = memory_budget_bytes(args)
+    rows = bench_rcca_3d(args, budget)
+    t, h, w = args.clip
+    print_table(
+        [{k: v for k, v in row.items() if v is not None} for row in rows],
+        [
+            "module",
+            "gflops",
+            "saved_mib",
+            "extra_mib",
+            "fwd_bwd_ms",
+            "flops_ratio",
+            "bytes_reduction",
+            "speedup",
+            "note",
+        ],
+        f"3D RCCA (shared weights) vs space-time non-local block on a clip "
+        f"1x{args.channels}x{t}x{h}x{w} (T*H*W = {t * h * w} positions), {args.device} "
+        f"{args.dtype}, {torch.get_num_threads()} thread(s); GFLOPs forward, bytes kept for "
+        "backward, time forward+backward",
+    )
+    return {
+        "clip": list(args.clip),
+        "recurrence_3d": list(args.recurrence_3d),
+        "memory_budget_gib": budget / GIB,
+        "rcca_vs_nonlocal_3d": rows,
+    }

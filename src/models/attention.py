@@ -546,7 +546,12 @@ class CrissCrossAttention3d(nn.Module):
 
 
 def non_local_attention(theta: Tensor, phi: Tensor, g: Tensor) -> Tensor:
-    """Embedded-Gaussian non-local op: softmax(theta^T phi) over all positions, applied to g."""
+    """Embedded-Gaussian non-local op: softmax(theta^T phi) over all positions, applied to g.
+
+    theta/phi (B, C', *S), g (B, C, *S) with any number of spatial dims (S = (H, W) or
+    (T, H, W)): the positions are flattened, N = prod(S), and the (B, N, N) attention is
+    materialised.
+    """
     b, c = g.shape[:2]
     query = theta.flatten(2).transpose(1, 2)  # (B, N, C')
     attn = torch.softmax(torch.bmm(query, phi.flatten(2)).to(_acc_dtype(g)), dim=-1)
@@ -559,16 +564,21 @@ class NonLocalBlock(nn.Module):
 
     theta/phi/g are 1x1 convs C -> C/2; W is a 1x1 conv C/2 -> C followed by a BatchNorm whose
     weight starts at zero (the non-local paper's choice), so a fresh block is the identity.
+    ``dims=3`` takes clips (B, C, T, H, W) (1x1x1 convs, BatchNorm3d) and attends over all
+    T·H·W positions, the space-time non-local block of the video paper.
     """
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, dims: int = 2) -> None:
         super().__init__()
+        if dims not in (2, 3):
+            raise ValueError(f"NonLocalBlock works on 2 or 3 spatial dims; got dims={dims!r}")
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
         inner = max(in_channels // 2, 1)
-        self.theta = nn.Conv2d(in_channels, inner, 1)
-        self.phi = nn.Conv2d(in_channels, inner, 1)
-        self.g = nn.Conv2d(in_channels, inner, 1)
-        self.out = nn.Conv2d(inner, in_channels, 1)
-        self.norm = nn.BatchNorm2d(in_channels)
+        self.theta = conv(in_channels, inner, 1)
+        self.phi = conv(in_channels, inner, 1)
+        self.g = conv(in_channels, inner, 1)
+        self.out = conv(inner, in_channels, 1)
+        self.norm = norm(in_channels)
         nn.init.zeros_(self.norm.weight)
 
     def forward(self, x: Tensor) -> Tensor:

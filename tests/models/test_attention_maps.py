@@ -19,6 +19,7 @@ from src.models.attention_maps import (
     position_map,
     recurrent_attention_weights,
 )
+from src.models.context import RecurrentCrissCross
 from src.models.heads import RCCAHead
 
 
@@ -103,6 +104,29 @@ def test_two_passes_of_an_rcca_head_reach_every_position():
     torch.testing.assert_close(effective, passes[1] @ passes[0])
     assert (effective > 0).all()  # two passes: every position reaches every other one
     torch.testing.assert_close(effective.sum(-1), torch.ones(1, 42, dtype=torch.float64))
+
+
+def test_3d_passes_reach_the_lines_then_the_planes_then_the_clip():
+    """A 3D RCCA (one shared CrissCrossAttention3d, R=3): the recorded passes compose to
+    weights on the three lines (1 pass), the three planes (2) and the whole clip (3)."""
+    torch.manual_seed(0)
+    rcca = RecurrentCrissCross(8, recurrence=3, dims=3).double()
+    with torch.no_grad():
+        rcca.cca.gamma.fill_(0.5)
+    spatial = (3, 4, 5)
+    passes = recurrent_attention_weights(rcca, _random(1, 8, *spatial, seed=8))
+    assert len(passes) == 3
+    mask = criss_cross_mask(spatial).double()
+    reach = mask
+    for r in (1, 2, 3):
+        effective = compose_passes(passes[:r])
+        assert torch.equal(effective[0] > 0, reach > 0), r
+        torch.testing.assert_close(effective.sum(-1), torch.ones(1, 60, dtype=torch.float64))
+        reach = reach @ mask
+    t, h, w = spatial
+    planes = h * w + t * w + t * h - t - h - w + 1
+    assert (compose_passes(passes[:2])[0] > 0).sum(-1).tolist() == [planes] * 60
+    assert (compose_passes(passes)[0] > 0).all()
 
 
 def test_errors_name_the_problem():
