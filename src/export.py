@@ -4,7 +4,10 @@ The graph takes ``image``, a normalised float32 B×3×H×W batch (the data confi
 and returns ``logits``, B×K×H×W float32 at the **input's full resolution**: the net's 1/8
 logits upsampled bilinearly (with the model's align_corners) inside the graph, exactly as
 whole-image inference does (``src.core.inference``), so ``argmax(1)`` is the prediction.
-Batch, height and width are dynamic. It uses the TorchScript-based exporter (``dynamo=False`` with
+Batch, height and width are dynamic. A video model (``model: ccnet3d``) takes clips instead:
+``image`` is B×T×3×H×W with T fixed to the clip length it was trained on (``data.clip.length``,
+stored in the metadata with the labelled frame's place and the stride), and ``logits`` are the
+labelled frame's. It uses the TorchScript-based exporter (``dynamo=False`` with
 ``dynamic_axes``): torch 2.14's dynamo exporter fails on the criss-cross op with symbolic
 sizes. After export the model is run in onnxruntime at two sizes and compared with PyTorch.
 
@@ -39,7 +42,9 @@ from src.app.results import key_config
 from src.app.run import run_task
 from src.core.inference import align_corners_of
 from src.core.losses import resize_logits
+from src.data.clips import ClipSpec
 from src.data.transforms import eval_transform
+from src.predict import clip_spec
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,15 @@ DYNAMIC_AXES = {
     INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
     OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"},
 }
+CLIP_DYNAMIC_AXES = {  # clips B×T×3×H×W: the clip length T stays the traced one
+    INPUT_NAME: {0: "batch", 3: "height", 4: "width"},
+    OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+}
 
 
 class FullResolutionLogits(nn.Module):
-    """The net's main logits, upsampled bilinearly to the input's height and width."""
+    """The net's main logits, upsampled bilinearly to the input's height and width (for
+    clips: the labelled frame's logits, at the frames' height and width)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -71,21 +81,25 @@ def export_onnx(
     input_size: Sequence[int] = (512, 512),
     opset: int = 17,
     metadata: Mapping[str, Any] | None = None,
+    clip: ClipSpec | None = None,
 ) -> Path:
     """Write ``net`` (wrapped in :class:`FullResolutionLogits`, eval mode) as ONNX to ``path``.
 
-    The trace runs on a 1×3×``input_size`` zero batch. The tracer's warnings about Python-level
-    shape checks are silenced: :func:`compare_onnx` at a second size catches a graph that
-    kept the traced size. The output is declared batch×K×height×width with K the classes
-    (the exporter itself leaves K symbolic after the final resize). ``metadata`` (from
-    :func:`onnx_metadata`: classes, palette, normalisation) is stored with what the graph
-    itself fixes (classes, input and output semantics) by :func:`_write_model_info`.
+    The trace runs on a 1×3×``input_size`` zero batch; for a video model (``clip``: the clips
+    it takes) on a 1×T×3×``input_size`` one, T = ``clip.length`` fixed in the graph. The
+    tracer's warnings about Python-level shape checks are silenced: :func:`compare_onnx` at a
+    second size catches a graph that kept the traced size. The output is declared
+    batch×K×height×width with K the classes (the exporter itself leaves K symbolic after the
+    final resize). ``metadata`` (from :func:`onnx_metadata`: classes, palette, normalisation)
+    is stored with what the graph itself fixes (classes, input and output semantics, a video
+    model's clips) by :func:`_write_model_info`.
     """
     height, width = _size(input_size, "input_size")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = FullResolutionLogits(net).eval()
-    example = torch.zeros(1, 3, height, width)
+    frames = () if clip is None else (clip.length,)
+    example = torch.zeros(1, *frames, 3, height, width)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
@@ -96,25 +110,42 @@ def export_onnx(
             str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes=DYNAMIC_AXES,
+            dynamic_axes=DYNAMIC_AXES if clip is None else CLIP_DYNAMIC_AXES,
             opset_version=opset,
             dynamo=False,
         )
         num_classes = wrapper(example).shape[1]
-    _write_model_info(path, num_classes, {**graph_metadata(num_classes), **(metadata or {})})
+    info = {**graph_metadata(num_classes, clip), **(metadata or {})}
+    _write_model_info(path, num_classes, info)
     return path
 
 
-def graph_metadata(num_classes: int) -> dict[str, Any]:
-    """What the graph fixes: the class count and the meaning of its input and output."""
-    return {
+def input_shape(clip: ClipSpec | None = None) -> list[str | int]:
+    """The graph input's shape: B×3×H×W, or B×T×3×H×W clips for a video model."""
+    return ["batch", *(() if clip is None else (clip.length,)), 3, "height", "width"]
+
+
+def graph_metadata(num_classes: int, clip: ClipSpec | None = None) -> dict[str, Any]:
+    """What the graph fixes: the class count and the meaning of its input and output (and,
+    for a video model, the clips it takes: length, labelled frame, stride)."""
+    size = (
+        "any height and width; the net runs on the whole input (no sliding windows, scales "
+        "or flips) and its logits are upsampled to the input's size"
+    )
+    if clip is not None:
+        size = (
+            f"clips of {clip.length} frames in time order, each a normalised image (one "
+            f"height and width for all, any size), taken every {clip.stride} video frame(s) "
+            f"around the labelled frame, which is the clip's {clip.target}; the logits are "
+            f"the labelled frame's. {size}"
+        )
+    meta: dict[str, Any] = {
         "num_classes": num_classes,
         "input": {
             "name": INPUT_NAME,
-            "shape": ["batch", 3, "height", "width"],
+            "shape": input_shape(clip),
             "dtype": "float32",
-            "size": "any height and width; the net runs on the whole input (no sliding "
-            "windows, scales or flips) and its logits are upsampled to the input's size",
+            "size": size,
         },
         "output": {
             "name": OUTPUT_NAME,
@@ -124,6 +155,9 @@ def graph_metadata(num_classes: int) -> dict[str, Any]:
             "class index into class_names and palette",
         },
     }
+    if clip is not None:
+        meta["clip"] = {"length": clip.length, "target": clip.target, "stride": clip.stride}
+    return meta
 
 
 def onnx_metadata(
@@ -131,6 +165,7 @@ def onnx_metadata(
     palette: Sequence[Sequence[int]],
     mean: Sequence[float],
     std: Sequence[float],
+    layout: str = "NCHW",
 ) -> dict[str, Any]:
     """The classes, their colours and the input normalisation, for the file's metadata.
 
@@ -147,7 +182,7 @@ def onnx_metadata(
         "palette": [[int(c) for c in colour] for colour in palette[: len(class_names)]],
         "normalization": {
             "channel_order": "RGB",
-            "layout": "NCHW",
+            "layout": layout,
             "pixel_divisor": divisor,
             "scale": "0-1" if divisor == 255 else f"0-{255 / divisor:g}",
             "mean": [float(m) for m in mean],
@@ -184,7 +219,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def compare_onnx(
     path: str | Path, net: nn.Module, shapes: Sequence[Sequence[int]], seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Max abs difference between onnxruntime and PyTorch logits on random B×3×H×W inputs."""
+    """Max abs difference between onnxruntime and PyTorch logits on random inputs of
+    ``shapes`` (B×3×H×W, or B×T×3×H×W clips for a video model)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -202,10 +238,13 @@ def compare_onnx(
     return rows
 
 
-def check_shapes(input_size: Sequence[int]) -> list[list[int]]:
-    """The traced size at batch 1, and a larger one at batch 2 that is no multiple of 8."""
+def check_shapes(input_size: Sequence[int], clip: ClipSpec | None = None) -> list[list[int]]:
+    """The traced size at batch 1, and a larger one at batch 2 that is no multiple of 8 (for
+    a video model: clips of its length)."""
     height, width = _size(input_size, "input_size")
-    return [[1, 3, height, width], [2, 3, height + height // 4 + 5, width + width // 2 + 3]]
+    frames = [] if clip is None else [clip.length]
+    larger = [height + height // 4 + 5, width + width // 2 + 3]
+    return [[1, *frames, 3, height, width], [2, *frames, 3, *larger]]
 
 
 @task_wrapper
@@ -217,15 +256,16 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path)
     hparams = checkpoint_hparams(checkpoint)
     net = net_from_checkpoint(cfg.model, checkpoint, path=ckpt_path)
+    clip = clip_spec(cfg, net)  # a video model's clips (data.clip); None for a 2D model
     input_size = OmegaConf.to_container(cfg.input_size, resolve=True)
-    metadata = _config_metadata(cfg, hparams)
-    path = export_onnx(net, output, input_size, int(cfg.opset), metadata)
+    metadata = _config_metadata(cfg, hparams, "NCHW" if clip is None else "NTCHW")
+    path = export_onnx(net, output, input_size, int(cfg.opset), metadata, clip)
     props = sorted(read_metadata(path))
     log.info("ONNX model written to %s (metadata_props: %s)", path, ", ".join(props))
 
     checks = []
     if cfg.get("verify", True):
-        checks = compare_onnx(path, net, check_shapes(input_size))
+        checks = compare_onnx(path, net, check_shapes(input_size, clip))
         worst = max(row["max_abs_diff"] for row in checks)
         log.info("onnxruntime vs PyTorch, max abs logit difference: %.3g", worst)
         if worst > float(cfg.verify_atol):
@@ -237,7 +277,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "output": str(path),
         "exporter": "torchscript (dynamo=False)",
         "opset": int(cfg.opset),
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, "height", "width"]},
+        "input": {"name": INPUT_NAME, "shape": input_shape(clip)},
         "output_logits": {
             "name": OUTPUT_NAME,
             "shape": ["batch", hparams["num_classes"], "height", "width"],
@@ -254,13 +294,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def _config_metadata(cfg: DictConfig, hparams: Mapping[str, Any]) -> dict[str, Any]:
+def _config_metadata(
+    cfg: DictConfig, hparams: Mapping[str, Any], layout: str = "NCHW"
+) -> dict[str, Any]:
     """:func:`onnx_metadata` for the run: classes from the checkpoint, the palette as predict
     picks it, mean/std from the data config (those the transform of predict and eval uses)."""
     palette, source = class_palette(cfg.data, hparams["num_classes"])
     mean = OmegaConf.to_container(cfg.data.mean, resolve=True)
     std = OmegaConf.to_container(cfg.data.std, resolve=True)
-    metadata = onnx_metadata(hparams["class_names"], palette, mean, std)
+    metadata = onnx_metadata(hparams["class_names"], palette, mean, std, layout)
     return {**metadata, "palette_source": source}
 
 

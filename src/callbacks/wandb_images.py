@@ -12,6 +12,8 @@ from pytorch_lightning import Callback
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
+from src.data.clips import labelled_frame
+
 
 def wandb_logger(trainer: pl.Trainer) -> WandbLogger | None:
     """The trainer's W&B logger, or None when W&B is not among its loggers."""
@@ -47,12 +49,28 @@ def to_uint8_image(image: Tensor) -> np.ndarray:
     return (image[:3] * 255).round().byte().permute(1, 2, 0).numpy()
 
 
+def clip_target(trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+    """Where the labelled frame sits in the clips of a video run: the model's
+    ``target_frame`` (the frame it predicts), else the data module's ``clip.target``."""
+    target = getattr(getattr(pl_module, "net", None), "target_frame", None)
+    if target is None:
+        clip = getattr(getattr(trainer, "datamodule", None), "clip", None)
+        target = getattr(clip, "target", None)
+    if target is None:
+        raise ValueError(
+            "a batch of clips (B, T, C, H, W), but neither the model (target_frame) nor the "
+            "data (data.clip.target) says which frame of a clip is labelled"
+        )
+    return target
+
+
 class WandbSegmentationLogger(Callback):
     """After each validation, log ``num_images`` overlays and the per-class IoU to W&B.
 
     Each overlay is a ``wandb.Image`` with ``prediction`` and ``ground_truth`` masks labelled
-    with the class names (W&B draws them as toggleable layers). Without a W&B logger this
-    callback does nothing, so it can stay in the default callbacks.
+    with the class names (W&B draws them as toggleable layers); for clips, the image is the
+    clip's labelled frame (:func:`clip_target`), the one the mask and prediction are of.
+    Without a W&B logger this callback does nothing, so it can stay in the default callbacks.
     """
 
     def __init__(self, num_images: int = 4) -> None:
@@ -77,8 +95,11 @@ class WandbSegmentationLogger(Callback):
             return
         if not isinstance(outputs, Mapping) or "preds" not in outputs:
             return
-        names: Sequence[str] = batch.get("name") or [""] * len(batch["image"])
-        for image, mask, pred, name in zip(batch["image"], batch["mask"], outputs["preds"], names):
+        images = batch["image"]
+        if images.dim() == 5:  # clips: the prediction and the mask are the labelled frame's
+            images = labelled_frame(images, clip_target(trainer, pl_module))
+        names: Sequence[str] = batch.get("name") or [""] * len(images)
+        for image, mask, pred, name in zip(images, batch["mask"], outputs["preds"], names):
             if len(self._samples) >= self.num_images:
                 break
             self._samples.append(

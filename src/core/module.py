@@ -80,6 +80,21 @@ def check_optimiser_settings(**settings: float) -> None:
             raise ValueError(f"module.{key} must be {bound}; got {value!r}")
 
 
+def to_channels_last(net: nn.Module) -> nn.Module:
+    """``net`` with its 4D tensors (2D conv weights) channels-last and its 5D ones (a video
+    model's 3D conv weights) channels-last-3d, in place; ``net.to(memory_format=
+    torch.channels_last)`` fails on 5D tensors."""
+
+    def convert(t: Tensor) -> Tensor:
+        if t.dim() == 4:
+            return t.contiguous(memory_format=torch.channels_last)
+        if t.dim() == 5:
+            return t.contiguous(memory_format=torch.channels_last_3d)
+        return t
+
+    return net._apply(convert)
+
+
 class TaskModule(pl.LightningModule):
     """A LightningModule around ``net`` trained by SGD with a per-iteration schedule.
 
@@ -128,12 +143,14 @@ class TaskModule(pl.LightningModule):
             return
         self._speed_applied = True
         if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+            to_channels_last(self.net)
         if self.compile_options is not None:
             self.net.compile(**self.compile_options)
 
     def in_layout(self, images: Tensor) -> Tensor:
-        """A batch of images (B×C×H×W) in channels-last layout when ``channels_last`` is on."""
+        """A batch of images (B×C×H×W) in channels-last layout when ``channels_last`` is on.
+        Clips (B×T×C×H×W) stay as they are: a video model flattens them to frames itself, and
+        its channels-last weights make the convolutions channels-last from the first one."""
         if self.channels_last and images.dim() == 4:
             return images.contiguous(memory_format=torch.channels_last)
         return images
@@ -201,4 +218,5 @@ __all__ = [
     "class_names_for",
     "metric_key",
     "plain",
+    "to_channels_last",
 ]

@@ -86,6 +86,21 @@ def target_index(length: int, target: str) -> int:
     return length - 1 if target == "last" else length // 2
 
 
+def labelled_frame(images: torch.Tensor, target: str) -> torch.Tensor:
+    """The labelled frame of each clip of a batch: clips (B, T, C, H, W) give their frame at
+    :func:`target_index` (``target``: ``last`` or ``centre``, the model's ``target_frame``,
+    the data's ``clip.target``) as (B, C, H, W); an image batch (B, C, H, W) is returned as
+    is. What a video model predicts is that frame: show, compare or save it with the
+    prediction."""
+    if images.dim() == 4:
+        return images
+    if images.dim() != 5:
+        raise ValueError(
+            f"expected images (B, C, H, W) or clips (B, T, C, H, W); got {tuple(images.shape)}"
+        )
+    return images[:, target_index(images.shape[1], target)]
+
+
 def pad_missing(frames: Sequence[np.ndarray | None]) -> list[np.ndarray]:
     """Replace each missing frame (None) by the nearest present one (earlier on ties)."""
     present = [i for i, frame in enumerate(frames) if frame is not None]
@@ -193,6 +208,7 @@ __all__ = [
     "ClipDataset",
     "ClipSpec",
     "TARGETS",
+    "labelled_frame",
     "missing_frame_error",
     "pad_missing",
     "read_clip_frames",

@@ -75,7 +75,10 @@ class CCNet3D(CCNet):
         batch, length = clips.shape[:2]
         index = target_index(length, self.target_frame)
         stage3, stage4 = self.backbone(clips.flatten(0, 1))
-        reduced = self.head.reduce(stage4).unflatten(0, (batch, length))  # (B, T, C, h, w)
+        frames = self.head.reduce(stage4)
+        # (B, T, C, h, w) by reshape: traced for ONNX, ``unflatten`` here leaves the attention's
+        # line masks fixed at the traced height and width (the graph then fails at other sizes)
+        reduced = frames.reshape(batch, length, *frames.shape[1:])
         volume = self.head.context(reduced.transpose(1, 2))  # (B, C, T, h, w)
         features = self.head.project(volume[:, :, index])
         frame4 = stage4.unflatten(0, (batch, length))[:, index]

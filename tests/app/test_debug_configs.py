@@ -14,7 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.app.validate import validate_config
-from src.data.fake import write_fake_cityscapes, write_fake_coco
+from src.data.fake import (
+    write_fake_camvid,
+    write_fake_cityscapes,
+    write_fake_cityscapes_sequence,
+    write_fake_coco,
+)
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 ONE_CPU_PROCESS = dict(
@@ -70,10 +75,15 @@ def test_debug_composes_for_the_other_entry_points(config, required):
 
 
 def test_debug_networks_follow_the_model_and_only_when_asked():
-    """The network part is chosen by the model the experiment selected (CCNet or Mask R-CNN
-    keys), and nothing of it applies without debug=."""
+    """The network part is chosen by the model the experiment selected (CCNet, CCNet3D or
+    Mask R-CNN keys), and nothing of it applies without debug=."""
     semantic = load("train", "experiment=cityscapes_rcca", "debug=default")
     assert (semantic.model.channels, semantic.model.aux_channels) == (64, 32)
+    for debug in ("default", "tiny"):
+        video = load("train", "experiment=camvid_rcca3d", f"debug={debug}")
+        assert video.model._target_ == "src.models.ccnet3d.CCNet3D"
+        assert (video.model.channels, video.model.aux_channels) == (64, 32)
+        assert video.data.clip.length == 5  # the recipe's clips stay
     instance = load("train", "experiment=coco_instance_rcca", "debug=default")
     assert instance.model.min_size == 64 and instance.model.fpn_channels == 32
     assert "channels" not in instance.model and "inference" not in instance
@@ -106,6 +116,15 @@ def test_recipes_keep_their_gpus_without_trainer_cpu():
     [
         ("cityscapes_rcca", write_fake_cityscapes, "val/mIoU"),
         pytest.param("coco_instance_rcca", write_fake_coco, "val/segm_mAP", marks=pytest.mark.slow),
+        # the video recipes: CCNet3D on 5-frame clips (debug/model/default_ccnet3d.yaml); their
+        # eval and predict: tests/app/test_video_cli.py
+        pytest.param("camvid_rcca3d", write_fake_camvid, "val/mIoU", marks=pytest.mark.slow),
+        pytest.param(
+            "cityscapes_seq_rcca3d",
+            write_fake_cityscapes_sequence,
+            "val/mIoU",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_paper_experiment_trains_with_debug_default_only(experiment, writer, metric, tmp_path):

@@ -43,3 +43,14 @@ def uninterrupted_run(tmp_path_factory: pytest.TempPathFactory, _cli_environment
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
     run_cli("train", *RESUMABLE_RUN, f"hydra.run.dir={run_dir}")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_video_run(tmp_path_factory: pytest.TempPathFactory, _cli_environment) -> Path:
+    """The resume tests' schedule on clips (the video toy through CCNet3D), uninterrupted."""
+    from cli_helpers import run_cli
+    from reliability_helpers import RESUMABLE_VIDEO_RUN
+
+    run_dir = tmp_path_factory.mktemp("uninterrupted_video") / "run"
+    run_cli("train", *RESUMABLE_VIDEO_RUN, f"hydra.run.dir={run_dir}")
+    return run_dir

@@ -17,13 +17,26 @@ from app_helpers import ROOT, TINY
 # for it), deterministic kernels.
 STEPS, EVERY, EPOCH, VALIDATE = 12, 3, 4, 6
 VAL_BATCHES = 2  # TINY: 4 validation samples, batches of 2
-RESUMABLE_RUN = [
-    *TINY,
+RESUMABLE = [
     f"trainer.max_steps={STEPS}",
     f"trainer.val_check_interval={VALIDATE}",
     "trainer.deterministic=true",
     f"callbacks.last_checkpoint.every_n_train_steps={EVERY}",
     "seed=7",
+]
+RESUMABLE_RUN = [*TINY, *RESUMABLE]
+# The same schedule for video training: the video toy's clips of 3 frames (64x96) through
+# CCNet3D (its tiny test_resnet, 16-channel heads), split sizes and batches as TINY's.
+RESUMABLE_VIDEO_RUN = [
+    "experiment=video_toy",
+    "model.channels=16",
+    "model.aux_channels=16",
+    "data.dataset.num_samples={train:8,val:4,test:4}",
+    "data.batch_size=2",
+    "data.val_batch_size=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    *RESUMABLE,
 ]
 
 

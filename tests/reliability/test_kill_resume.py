@@ -9,6 +9,9 @@ the same shuffles as A. Validation runs every 6 steps: the saves at steps 6 and 
 after it, so a resume misses no validation (same best checkpoint, same best mIoU). B is in
 practice always killed at step 3, before any validation: a resume from a save at a validation
 step is tested on a scripted run in tests/callbacks/test_checkpoint_choice.py.
+
+The same holds for video training (``video``: clips of the video toy through CCNet3D, the
+same schedule; slow, three runs of a bigger model).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cli_helpers import run_cli
 from reliability_helpers import (
     EPOCH,
     RESUMABLE_RUN,
+    RESUMABLE_VIDEO_RUN,
     STEPS,
     VAL_BATCHES,
     VALIDATE,
@@ -31,12 +35,21 @@ from reliability_helpers import (
     wait_for_file,
 )
 
+# run -> (its overrides, the session fixture holding its uninterrupted run)
+RUNS = {
+    "image": (RESUMABLE_RUN, "uninterrupted_run"),
+    "video": (RESUMABLE_VIDEO_RUN, "uninterrupted_video_run"),
+}
 
-def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(uninterrupted_run, tmp_path):
+
+@pytest.mark.parametrize("run", ["image", pytest.param("video", marks=pytest.mark.slow)])
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(run, request, tmp_path):
+    overrides, fixture = RUNS[run]
+    uninterrupted_run = request.getfixturevalue(fixture)
     run_dir = tmp_path / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"
     log = tmp_path / "killed.log"
-    proc = start_cli("train", *RESUMABLE_RUN, f"hydra.run.dir={run_dir}", log=log)
+    proc = start_cli("train", *overrides, f"hydra.run.dir={run_dir}", log=log)
     try:
         wait_for_file(last, proc)
         proc.send_signal(signal.SIGKILL)
@@ -49,7 +62,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(uninterrupted
     killed_at = load(last)["global_step"]
     assert killed_at in (3, 6, 9) and killed_at % EPOCH != 0  # mid-epoch, before the end
 
-    output = run_cli("train", *RESUMABLE_RUN, f"ckpt_path={last}", f"hydra.run.dir={run_dir}")
+    output = run_cli("train", *overrides, f"ckpt_path={last}", f"hydra.run.dir={run_dir}")
     assert "Restoring states from the checkpoint" in output
     assert "dataloader is not resumable" not in output  # Lightning's mid-epoch warning
 
