@@ -36,6 +36,9 @@ test: $(STAMP)  ## run the test suite (slow tests excluded)
 test-all: $(STAMP)  ## run every test, slow ones included
 	WANDB_MODE=offline $(PY) -m pytest -m "" $(ARGS)
 
+mutate: $(STAMP)  ## mutation testing of the core modules (docs/mutation.md); ARGS="--module losses"
+	$(PY) scripts/mutate.py $(ARGS)
+
 lint: $(STAMP)  ## ruff lint + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -51,7 +54,9 @@ sweep: $(STAMP)  ## recurrence sweep R=0,1,2 on the long-range-context toy data
 	$(PY) -m src.train -m experiment=context_toy model.recurrence=0,1,2 $(ARGS)
 
 sweep-video: $(STAMP)  ## 2D (T=1) against 3D RCCA R=1 and R=2 on the temporal-context toy clips
-	$(PY) -m src.train -m experiment=video_toy_2d,video_toy_r1,video_toy $(ARGS)
+	$(PY) -m src.train -m experiment=video_toy_2d,video_toy_r1,video_toy \
+		hydra.sweep.dir=logs/train/multiruns/video_toy/$$(date +%Y-%m-%d_%H-%M-%S) $(ARGS)
+	PYTHONPATH=. $(PY) scripts/video_probe.py --sweep latest
 
 figures: $(STAMP)  ## redraw the README's figures (docs/figures/) from CPU runs cached in logs/figures/; ARGS="--fresh"
 	$(PY) -m src.figures $(ARGS)

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src.app.checkpoint import load_checkpoint, net_from_checkpoint
-from src.app.sweep_summary import load_runs, markdown
+from src.app.sweep_summary import load_runs
 from src.core.inference import InferenceConfig, predict_logits
 from src.data.base import IGNORE_INDEX
 from src.data.transforms import eval_transform
@@ -93,6 +93,16 @@ def score_sweep(sweep_dir: Path) -> list[dict]:
         row.update({k: round(v, 1) for k, v in score(net, val).items()})
         rows.append(row)
     return rows
+
+
+def markdown(rows: list[dict], columns: list[str]) -> str:
+    """The rows as a Markdown table (numbers as computed: percentages, one decimal)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append(
+            "| " + " | ".join(str(row.get(c, row.get("failed", ""))) for c in columns) + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -83,9 +83,13 @@ def unsafe_checkpoint(path: Path, marker: Path) -> Path:
 
 # -- default: cheap ------------------------------------------------------------------------------
 def test_python_api_snippet_runs_and_gives_the_shapes_its_comments_state():
-    """The first ```python block under "## Python API", taken from the README at test time
-    and executed; every ``name = ...  # (a, b, ...)`` comment is asserted as the shape."""
-    snippet = code_blocks(readme_section("Python API"), "python")[0]
+    """The first ```python block under "## Python API" and the video one (CCNet3D), taken
+    from the README at test time and executed; every ``name = ...  # (a, b, ...)`` comment is
+    asserted as the shape."""
+    blocks = code_blocks(readme_section("Python API"), "python")
+    video = [block for block in blocks if "CCNet3D" in block]
+    assert len(video) == 1
+    snippet = blocks[0] + "\n" + video[0]
     assert "from_pretrained" not in snippet  # the second block downloads: never run here
     torch.manual_seed(0)
     namespace: dict[str, Any] = {}
@@ -97,7 +101,7 @@ def test_python_api_snippet_runs_and_gives_the_shapes_its_comments_state():
         torch.set_num_threads(threads)
 
     shapes = re.findall(r"^(\w+) = .*#\s*\((\d+(?:,\s*\d+)*)\)", snippet, re.M)
-    assert {name for name, _ in shapes} >= {"out", "logits", "effective"}
+    assert {name for name, _ in shapes} >= {"out", "logits", "effective", "clip_logits"}
     for name, shape in shapes:
         expected = tuple(int(n) for n in shape.split(","))
         assert tuple(namespace[name].shape) == expected, name
@@ -109,7 +113,7 @@ def test_python_api_snippet_runs_and_gives_the_shapes_its_comments_state():
     assert bool((effective > 0).all())
     assert torch.allclose(effective.sum(-1), torch.ones(1, 221), atol=1e-5)
     assert not namespace["model"].training  # ".eval()"
-
+    assert not namespace["video"].training  # from_2d keeps the 2D model's mode
 
 def readme_benchmarks() -> list[str]:
     """The benchmarks the README names: ``python -m src.bench {a,b,...,all}``."""
