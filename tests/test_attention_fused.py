@@ -163,8 +163,8 @@ def test_fused_channels_last_equals_contiguous(spatial):
     grad = torch.randn_like(out)
     out.backward(grad)
     out_cl.backward(grad.contiguous(memory_format=fmt))
-    for a, b in zip(inputs, inputs_cl):
-        torch.testing.assert_close(b.grad, a.grad)
+    for a, b in zip(inputs, inputs_cl):  # fp32: the two log-sum-exps differ in rounding,
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4)  # seen up to 1.4e-5
 
 
 def test_fused_non_contiguous_views_work():

@@ -43,6 +43,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     return out, cache, run_figures("--quick", "--out", str(out), "--cache", str(cache))
 
 
+@pytest.mark.slow  # ~1-2 minutes: tiny training runs, benchmarks and evals for every figure
 def test_quick_mode_makes_every_figure(quick):
     out, _, output = quick
     assert sorted(p.name for p in out.glob("*.png")) == sorted(FIGURES)
@@ -61,6 +62,7 @@ def test_quick_mode_makes_every_figure(quick):
     assert f"{len(FIGURES)} figures in {out}" in output
 
 
+@pytest.mark.slow
 def test_second_call_reuses_the_runs(quick):
     out, cache, _ = quick
     first = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}

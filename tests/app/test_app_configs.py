@@ -96,12 +96,19 @@ def test_every_target_resolves(config, experiment):
     OmegaConf.to_container(app, resolve=True)  # every interpolation of the app config resolves
 
 
+# The fake Cityscapes sequences have a tree of their own (the real archive unzips into the
+# Cityscapes root, whose fake gtFine stems have no sequence frames).
+FAKE_ROOTS = {"cityscapes_seq_rcca3d": "cityscapes_sequence"}
+
+
 @pytest.mark.parametrize("experiment", SEGMENTATION)
 def test_experiment_builds_its_data_and_module(experiment, data_dir, tmp_path):
+    root = [f"data.root={data_dir / FAKE_ROOTS[experiment]}"] if experiment in FAKE_ROOTS else []
     cfg = load(
         "train",
         f"experiment={experiment}",
         f"paths.data_dir={data_dir}",
+        *root,
         *SMALL_MODEL,
         output_dir=tmp_path,
     )

@@ -63,6 +63,7 @@ def noisy_checkpoint(path: Path, output_dir: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # two CPU processes and a single-process reference: ~1-2 minutes
 def test_two_process_validation_equals_single_process(tmp_path):
     """Each process scores half of the (even-sized) val split; the synced confusion states
     give exactly the single-process IoU, class by class."""

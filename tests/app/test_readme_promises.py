@@ -115,6 +115,7 @@ def test_python_api_snippet_runs_and_gives_the_shapes_its_comments_state():
     assert not namespace["model"].training  # ".eval()"
     assert not namespace["video"].training  # from_2d keeps the 2D model's mode
 
+
 def readme_benchmarks() -> list[str]:
     """The benchmarks the README names: ``python -m src.bench {a,b,...,all}``."""
     match = re.search(r"python -m src\.bench \{([\w,]+)\}", readme_section("Benchmarks"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from app_helpers import TINY
 from cli_helpers import run_cli, run_cli_status
 
@@ -16,6 +17,7 @@ def _run_dirs(root: Path, task: str) -> list[Path]:
     return sorted((root / "logs" / task / "runs" / "synthetic").iterdir())
 
 
+@pytest.mark.slow  # four CLI runs (~1-2 minutes)
 def test_runs_are_foldered_by_experiment_and_auto_resumes_the_newest(tmp_path: Path):
     run_cli("train", *FAST, "trainer.max_steps=2", "trainer.val_check_interval=2", cwd=tmp_path)
     first = _run_dirs(tmp_path, "train")

@@ -78,6 +78,7 @@ def test_channels_last_trains_like_the_default_layout() -> None:
     assert got == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # ~1 minute; the compiled op's gradients: tests/test_attention.py (default)
 def test_compiled_training_matches_eager_and_checkpoints_resume(tmp_path: Path) -> None:
     """aot_eager = dynamo + AOTAutograd (the graph capture and the traced backward that
     inductor also uses; inductor's kernels add float reordering only)."""
