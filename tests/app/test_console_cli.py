@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from app_helpers import TINY
 from cli_helpers import run_cli
 
@@ -14,6 +15,7 @@ FAST = [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=4"]
 NOISE = ("Epoch 0/-2", "FLOPs", "Tip:", "LeafSpec", "callbacks used to create the checkpoint")
 
 
+@pytest.mark.slow  # a training and an eval CLI run (~1 minute)
 def test_train_and_eval_console_and_log_file(tmp_path: Path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     output = run_cli("train", *FAST, f"hydra.run.dir={train_dir}")

@@ -32,6 +32,7 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory):
     return sweep
 
 
+@pytest.mark.slow  # a three-job sweep and the probe (~1 minute)
 def test_probe_scores_every_job_like_the_app(sweep_dir, tmp_path):
     out = tmp_path / "scores.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

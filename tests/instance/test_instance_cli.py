@@ -65,6 +65,7 @@ def test_the_app_builds_the_detector_module_without_a_loss(fake_coco):
         instantiate_module(with_loss, datamodule)
 
 
+@pytest.mark.slow  # AP against COCOeval stays in the default run (test_metric_vs_cocoeval)
 def test_train_then_eval_write_box_and_mask_ap(fake_coco, tmp_path):
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     run_cli(
