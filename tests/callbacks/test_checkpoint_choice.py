@@ -143,6 +143,29 @@ def test_step_saves_between_validations_are_made_at_their_step(tmp_path):
     assert validations_in(run_dir / "last.ckpt") == 2
 
 
+def test_saves_every_step_wait_for_the_validation_of_their_step(tmp_path):
+    """``every_n_train_steps=1``, validation every 2 steps: the save of step 2 is made after
+    step 2's validation (the boundary of "a step-based save is due")."""
+    run_dir, copy_to = tmp_path / "run", tmp_path / "step2.ckpt"
+    last = callback_from_conf("last_checkpoint", run_dir, every_n_train_steps=1)
+    copy = CopyCheckpointAt(2, run_dir / "last.ckpt", copy_to)
+    trainer([last, copy], 4, 2, tmp_path).fit(ScriptedModule(), *loaders())
+    saved = torch.load(copy_to, weights_only=True)
+    assert saved["global_step"] == 2 and int(saved["state_dict"]["validations"]) == 1
+
+
+def test_the_default_last_checkpoint_saves_at_each_validation(tmp_path):
+    """The config's default (``every_n_train_steps: null``): no step-based saves, last.ckpt
+    rewritten at every validation."""
+    run_dir, copy_to = tmp_path / "run", tmp_path / "step3.ckpt"
+    last = callback_from_conf("last_checkpoint", run_dir)
+    copy = CopyCheckpointAt(3, run_dir / "last.ckpt", copy_to)
+    trainer([last, copy], 4, 2, tmp_path).fit(ScriptedModule(), *loaders())
+    saved = torch.load(copy_to, weights_only=True)
+    assert saved["global_step"] == 2 and int(saved["state_dict"]["validations"]) == 1
+    assert validations_in(run_dir / "last.ckpt") == 2
+
+
 def test_best_checkpoint_keeps_the_highest_miou(tmp_path):
     """Validations after steps 2, 4, 6, 8 score MIOU: the best checkpoint is step 4's (0.75),
     named with the mIoU in percent, and it is the only best_* file left. (Not every step:

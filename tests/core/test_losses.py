@@ -15,6 +15,7 @@ from src.core.losses import (
     cross_entropy,
     ohem_cross_entropy,
     ohem_mask,
+    resize_logits,
 )
 
 IGNORE = 255
@@ -34,6 +35,66 @@ def test_seg_loss_upsamples_logits_bilinearly_and_ignores_255():
     torch.testing.assert_close(out["seg"], expected)
     torch.testing.assert_close(out["loss"], expected)
     assert set(out) == {"loss", "seg"}
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_logits_are_upsampled_with_the_models_align_corners(align_corners):
+    """Both heads' logits are resized with the ``align_corners`` the caller passes (the
+    model's); ``resize_logits`` alone defaults to False. The default aux weight is 0.4."""
+    gen = torch.Generator().manual_seed(6)
+    outputs = {name: torch.randn(2, 3, 5, 7, generator=gen) for name in ("out", "aux")}
+    target = torch.randint(0, 3, (2, 37, 53), generator=gen)
+    result = CCNetLoss()(outputs, target, align_corners=align_corners)
+
+    def up(x):
+        return F.interpolate(x, size=(37, 53), mode="bilinear", align_corners=align_corners)
+
+    for name, head in (("seg", "out"), ("aux", "aux")):
+        torch.testing.assert_close(result[name], F.cross_entropy(up(outputs[head]), target))
+    torch.testing.assert_close(result["loss"], result["seg"] + 0.4 * result["aux"])
+    plain = F.interpolate(outputs["out"], size=(37, 53), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(resize_logits(outputs["out"], (37, 53)), plain)
+
+
+def test_a_single_valid_pixel_is_its_own_mean():
+    """The mean is over the valid pixels, also when there is one (the clamp of the count
+    only keeps an all-ignored batch finite)."""
+    logits = torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(7))
+    target = torch.full((1, 2, 2), IGNORE)
+    target[0, 1, 0] = 2
+    expected = F.cross_entropy(logits[:, :, 1, 0], target[:, 1, 0])
+    torch.testing.assert_close(cross_entropy(logits, target), expected)
+
+
+def test_a_custom_ignore_index_reaches_every_term():
+    """``CCNetLoss(ignore_index=k)``: label k takes no part in the main loss (plain and OHEM,
+    with the given thresh and min_kept), the aux loss or the category-consistent loss."""
+    gen = torch.Generator().manual_seed(8)
+    outputs = {
+        "out": torch.randn(2, 4, 6, 6, generator=gen) * 3,
+        "aux": torch.randn(2, 4, 6, 6, generator=gen),
+        "embedding": torch.randn(2, 2, 6, 6, generator=gen),
+    }
+    target = torch.randint(0, 4, (2, 6, 6), generator=gen)  # label 3 is the ignored one
+    result = CCNetLoss(ignore_index=3, ccl=True)(outputs, target)
+    torch.testing.assert_close(
+        result["seg"], F.cross_entropy(outputs["out"], target, ignore_index=3)
+    )
+    torch.testing.assert_close(
+        result["aux"], F.cross_entropy(outputs["aux"], target, ignore_index=3)
+    )
+    ccl = category_consistent_loss(outputs["embedding"], target, ignore_index=3)
+    for name in ("var", "dis", "reg"):
+        torch.testing.assert_close(result[name], ccl[name])
+
+    keep = ohem_mask(outputs["out"], target, 3, thresh=0.6, min_kept=5)
+    assert 5 <= keep.sum() < (target != 3).sum()  # OHEM drops pixels: thresh and min_kept matter
+    ohem = CCNetLoss(ignore_index=3, ohem=True, ohem_thresh=0.6, ohem_min_kept=5)
+    per_pixel = F.cross_entropy(outputs["out"], target, reduction="none")
+    torch.testing.assert_close(ohem(outputs, target)["seg"], per_pixel[keep].mean())
+    torch.testing.assert_close(
+        ohem_cross_entropy(outputs["out"], target, 3, 0.6, 5), per_pixel[keep].mean()
+    )
 
 
 def _binary_logits(probs: list[float], shape: tuple[int, int]) -> torch.Tensor:
@@ -93,6 +154,32 @@ def test_ohem_keeps_exactly_the_min_kept_hardest_when_the_kth_lies_above_thresh(
     # min_kept below the count under thresh: thresh alone decides (the max of the two)
     keep = ohem_mask(logits, target, IGNORE, thresh=0.3, min_kept=1).flatten().tolist()
     assert keep == [p in (0.1, 0.2) for p in probs]
+
+
+def test_ohem_with_min_kept_one_keeps_the_hardest_pixel_above_thresh():
+    logits = _binary_logits([0.9, 0.8, 0.95], (1, 3))
+    target = torch.ones(1, 1, 3, dtype=torch.long)
+    keep = ohem_mask(logits, target, IGNORE, thresh=0.5, min_kept=1).flatten().tolist()
+    assert keep == [False, True, False]
+
+
+def test_ohem_defaults_are_the_official_thresh_and_min_kept():
+    """The defaults (thresh 0.7, min_kept 100000: the official code's) on a batch larger than
+    min_kept: 100000 pixels at ground-truth probability 0.8 and 1000 easier ones at 0.95. The
+    100000th smallest (0.8) lies above thresh, so exactly the 100000 harder pixels are kept.
+    ``CCNetLoss`` uses OHEM only when asked, with the same defaults."""
+    n_hard, n_easy = 100_000, 1_000
+    logits = _binary_logits([0.8] * n_hard + [0.95] * n_easy, (1, n_hard + n_easy))
+    target = torch.ones(1, 1, n_hard + n_easy, dtype=torch.long)
+    keep = ohem_mask(logits, target).flatten()
+    assert keep[:n_hard].all() and not keep[n_hard:].any()
+    hard = -math.log(0.8)
+    everything = (n_hard * hard - n_easy * math.log(0.95)) / (n_hard + n_easy)
+    assert ohem_cross_entropy(logits, target).item() == pytest.approx(hard, rel=1e-5)
+    assert CCNetLoss(ohem=True)({"out": logits}, target)["seg"].item() == pytest.approx(
+        hard, rel=1e-5
+    )
+    assert CCNetLoss()({"out": logits}, target)["seg"].item() == pytest.approx(everything, rel=1e-5)
 
 
 def test_ohem_keeps_every_valid_pixel_when_too_few():
@@ -215,6 +302,28 @@ def test_category_consistent_loss_equals_the_formulas(dv, dd):
     assert result["reg"].item() == pytest.approx(reg, rel=1e-12)
 
 
+def test_category_consistent_loss_equals_the_formulas_for_three_classes_off_the_origin():
+    """Three classes, no mean at the origin: ``dis`` averages over the num × (num - 1) ordered
+    pairs and pushes on the distance between means (a difference, not a sum)."""
+    classes = {
+        0: [(1.0, 2.0), (1.5, 2.0), (1.0, 2.5)],
+        4: [(2.0, 1.0), (2.5, 0.5)],
+        9: [(0.5, 0.5), (3.0, 3.0), (1.2, 1.0)],
+    }
+    embedding, mask = _image(classes, [])
+    result = category_consistent_loss(embedding[None], mask[None])
+    for name, expected in zip(("var", "dis", "reg"), _hand_ccl(classes, 0.5, 1.5)):
+        assert expected > 0
+        assert result[name].item() == pytest.approx(expected, rel=1e-12), name
+
+
+def test_category_consistent_loss_rejects_a_mask_of_another_size():
+    embedding = torch.randn(2, 3, 4, 4)
+    for mask in (torch.zeros(1, 4, 4), torch.zeros(2, 4, 5)):  # batch, then spatial size
+        with pytest.raises(ValueError, match="must agree"):
+            category_consistent_loss(embedding, mask.long())
+
+
 def test_category_consistent_loss_averages_over_images_and_skips_empty_ones():
     embedding, mask = _image(CLASSES, IGNORED)
     one_class = {5: [(0.5, 0.5)] * 2 + [(3.0, 0.0)] * 5 + [(1.0, 1.0)]}
@@ -270,6 +379,26 @@ def test_ccnet_loss_weights_terms_and_downsamples_labels_for_ccl():
     assert all(not v.requires_grad for k, v in result.items() if k != "loss")
     result["loss"].backward()
     assert outputs["embedding"].grad.abs().sum() > 0
+
+
+def test_ccl_defaults_are_the_papers_weights_and_margins():
+    """``CCNetLoss(ccl=True)`` weighs var, dis and reg by 1, 1 and 0.001 with margins
+    delta_v 0.5 and delta_d 1.5; the plain ``CCNetLoss()`` has no CCL term even when the
+    model returns an embedding."""
+    gen = torch.Generator().manual_seed(9)
+    outputs = {
+        "out": torch.randn(2, 3, 4, 4, generator=gen),
+        "aux": torch.randn(2, 3, 4, 4, generator=gen),
+        "embedding": torch.randn(2, 2, 4, 4, generator=gen) * 2,
+    }
+    target = torch.randint(0, 3, (2, 4, 4), generator=gen)
+    assert set(CCNetLoss()(outputs, target)) == {"loss", "seg", "aux"}
+    result = CCNetLoss(ccl=True)(outputs, target)
+    ccl = category_consistent_loss(outputs["embedding"], target, delta_v=0.5, delta_d=1.5)
+    for name in ("var", "dis", "reg"):
+        torch.testing.assert_close(result[name], ccl[name])
+    total = result["seg"] + 0.4 * result["aux"] + ccl["var"] + ccl["dis"] + 0.001 * ccl["reg"]
+    torch.testing.assert_close(result["loss"], total)
 
 
 def test_ccl_needs_both_the_flag_and_an_embedding():
