@@ -156,11 +156,20 @@ TARGETS: dict[str, Target] = {
     # last: src/models/attention.py is the file most often edited
     "attention": Target(
         paths=("src/models/attention.py",),
-        tests=("tests/test_attention.py", "tests/test_attention_fused.py"),
+        tests=(
+            "tests/test_attention.py",
+            "tests/test_attention_fused.py",
+            "tests/test_attention_mutants.py",
+        ),
         # torch.compile tests: slow, and dynamo cannot trace mutmut's trampoline
         deselect="not compiled and not traced_fused and not onnx_export_matches and not benchmark",
-        # the CUDA kernel's call: no CUDA device in a `make mutate` run
-        skip={"src/models/attention.py": ("_attend_cuda",)},
+        skip={
+            "src/models/attention.py": (
+                "_attend_cuda",  # the CUDA kernel's call: no CUDA device here
+                "_fused_backend",  # which kernel runs (same results by design; CUDA branch)
+                "_batch_dims_mergeable",  # a view or a copy: same values, only speed differs
+            )
+        },
     ),
 }
 
@@ -399,42 +408,46 @@ def run_logged(command: list[str], cwd: Path, env: dict[str, str], log: Path) ->
 def run_target(name: str, target: Target, args: argparse.Namespace) -> dict:
     work = STAGE / name
     results = work / "results.json"
-    rerun: list[str] = []
-    fresh = not (args.rerun_survivors and results.exists())
-    if not fresh:
-        # the last run's source snapshot and stats stay; the tests are refreshed
-        rerun = [m["name"] for m in json.loads(results.read_text()) if group(m["status"]) != KILLED]
-        shutil.rmtree(work / "tests")
-        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-        shutil.copytree(ROOT / "tests", work / "tests", ignore=skip)
-        shutil.rmtree(work / "tmp", ignore_errors=True)
-    else:
-        work = stage(name, target, args.timeout_multiplier, args.timeout_constant)
+    patterns = mutant_patterns(target)
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS="1",  # one intra-op thread per worker: 2 workers on 2 cores, fork-safe
-        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
         MKL_NUM_THREADS="1",
+        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
         WANDB_MODE="offline",
         PYTEST_DEBUG_TEMPROOT=str(work / "tmp"),  # tests' tmp_path, removed with the folder
         PYTHONDONTWRITEBYTECODE="1",
     )
+    script = str(Path(__file__).resolve())
+
+    def collect() -> list[dict]:
+        command = [sys.executable, script, "_results", str(results), *patterns]
+        subprocess.run(command, cwd=work, env=env, check=True)
+        return json.loads(results.read_text())
+
+    again = args.rerun_survivors or args.resume
+    fresh = not (again and (work / "mutants").is_dir())
+    names = patterns
+    if fresh:
+        stage(name, target, args.timeout_multiplier, args.timeout_constant)
+    else:
+        # the last run's source snapshot, mutants and stats stay; the tests are refreshed
+        shutil.rmtree(work / "tests")
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=skip)
+        shutil.rmtree(work / "tmp", ignore_errors=True)
+        # mutmut tests named mutants again, whatever their last result
+        keep = (KILLED,) if args.rerun_survivors else (KILLED, SURVIVED, TIMEOUT, NO_TESTS)
+        names = [m["name"] for m in collect() if group(m["status"]) not in keep]
     (work / "tmp").mkdir()
-    patterns = mutant_patterns(target)
     log = LOGS / f"{name}.log"
-    command = [sys.executable, str(Path(__file__).resolve()), "_mutmut", "run"]
-    command += ["--max-children", str(args.jobs), *(rerun or patterns)]
+    command = [sys.executable, script, "_mutmut", "run", "--max-children", str(args.jobs)]
     started = time.monotonic()
     returncode = 0
-    if fresh or rerun:
-        returncode = run_logged(command, work, env, log)
+    if fresh or names:
+        returncode = run_logged([*command, *names], work, env, log)
     runtime = time.monotonic() - started
-    subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "_results", str(results), *patterns],
-        cwd=work,
-        env=env,
-        check=True,
-    )
+    collect()
     mutants = json.loads(results.read_text())
     counts = {s: 0 for s in (KILLED, SURVIVED, TIMEOUT, NO_TESTS, OTHER)}
     for mutant in mutants:
@@ -453,7 +466,7 @@ def run_target(name: str, target: Target, args: argparse.Namespace) -> dict:
         **{key.replace(" ", "_"): value for key, value in counts.items()},
         "score": round(score, 1),
         "runtime_s": round(runtime, 1),
-        "rerun_of_survivors": not fresh,
+        "partial_rerun": not fresh,
         "mutmut_exit_code": returncode,
         "not_killed": [m for m in mutants if group(m["status"]) != KILLED],
     }
@@ -467,7 +480,11 @@ def write_summary(rows: list[dict]) -> None:
     rewrite summary.md from it."""
     path = LOGS / "summary.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    previous.update({row["module"]: row for row in rows})
+    for row in rows:
+        last = previous.get(row["module"])
+        if row["partial_rerun"] and last is not None:  # the runtime stays the full run's
+            row["rerun_s"], row["runtime_s"] = row["runtime_s"], last["runtime_s"]
+        previous[row["module"]] = row
     ordered = {name: previous[name] for name in TARGETS if name in previous}
     path.write_text(json.dumps(ordered, indent=1))
     lines = [
@@ -527,6 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-constant", type=float, default=2.0, help="seconds (default 2)")
     parser.add_argument(
         "--keep", action="store_true", help="keep the tests' temporary files in .mutmut/"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted run: test the mutants it had not tested yet",
     )
     parser.add_argument(
         "--rerun-survivors",
