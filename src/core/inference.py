@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
@@ -57,7 +58,7 @@ class InferenceConfig:
             "crop_size": crop,
             "stride": step,
             "scales": _check_scales(self.scales),
-            "flip": bool(self.flip),
+            "flip": _check_flip(self.flip),
             "tile_batch_size": _check_tile_batch_size(self.tile_batch_size),
             "resize": None if self.resize is None else _pair(self.resize, "inference.resize"),
         }
@@ -368,6 +369,14 @@ def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
     if not values or not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"inference.scales must be a non-empty list of positive numbers; {scales}")
     return values
+
+
+def _check_flip(value: bool) -> bool:
+    """The flip switch: a bool (0/1 accepted); a string such as ``"false"`` or an unset
+    ``???`` is an error rather than silently true."""
+    if isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"inference.flip must be true or false; got {value!r}")
 
 
 def _check_tile_batch_size(value: int) -> int:

@@ -145,3 +145,37 @@ def test_clips_are_scaled_and_tiled_frame_by_frame(mode: str) -> None:
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="clips"):
         predict_logits(frames, clips[None])  # 6-D
+
+
+def test_logits_come_back_contiguous_for_a_channels_last_model() -> None:
+    """A model run channels_last (a common speed setting) returns channels_last logits; the
+    result is still a plain contiguous B×K×H×W tensor (the model's output is copied into one,
+    not kept in its memory format), so ``.view`` on it works, with the same values."""
+    model, x = ShapeNet().eval(), image(6, 8)
+    expected = predict_logits(model, x)
+    model = model.to(memory_format=torch.channels_last)
+    out = predict_logits(model, x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous()
+    torch.testing.assert_close(out.view(1, CLASSES, -1), expected.view(1, CLASSES, -1))
+
+
+@pytest.mark.parametrize("key", ["mode", "tile_batch_size", "flip"])
+def test_a_mandatory_value_left_unset_is_a_value_error_naming_the_key(key: str) -> None:
+    """A DictConfig is turned into plain values first: a value left as OmegaConf's ``???`` is
+    reported like any bad value, a ValueError naming ``inference.<key>`` (which the app turns
+    into a ConfigError), not an omegaconf MissingMandatoryValue on access."""
+    with pytest.raises(ValueError, match=f"^inference.{key} must be"):
+        InferenceConfig.from_config(OmegaConf.create({key: "???"}))
+
+
+@pytest.mark.parametrize("value", ["false", "no", 2, 0.5, None])
+def test_flip_takes_only_a_bool(value) -> None:
+    """``flip`` is a switch: the string ``"false"`` (from a hand-written dict or an old
+    checkpoint) or any other non-bool is an error naming ``inference.flip``, not true."""
+    with pytest.raises(ValueError, match="^inference.flip must be true or false"):
+        InferenceConfig(flip=value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (0, False), (np.bool_(True), True)])
+def test_flip_accepts_bools_and_zero_or_one(value, expected: bool) -> None:
+    assert InferenceConfig(flip=value).flip is expected

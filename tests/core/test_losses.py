@@ -15,6 +15,7 @@ from src.core.losses import (
     cross_entropy,
     ohem_cross_entropy,
     ohem_mask,
+    phi_var,
     resize_logits,
 )
 
@@ -54,6 +55,24 @@ def test_logits_are_upsampled_with_the_models_align_corners(align_corners):
     torch.testing.assert_close(result["loss"], result["seg"] + 0.4 * result["aux"])
     plain = F.interpolate(outputs["out"], size=(37, 53), mode="bilinear", align_corners=False)
     torch.testing.assert_close(resize_logits(outputs["out"], (37, 53)), plain)
+
+
+def test_logits_already_at_the_labels_size_are_used_as_they_are():
+    """Logits at the label's size are not run through a bilinear resize: an identity resize is
+    not exact for infinite logits (0 x -inf = NaN), so a class the model masks out with -inf
+    would turn every pixel's loss into NaN. Both heads stay finite and equal the plain CE."""
+    gen = torch.Generator().manual_seed(10)
+    outputs = {name: torch.randn(2, 3, 4, 5, generator=gen) for name in ("out", "aux")}
+    for logits in outputs.values():
+        logits[:, 2] = float("-inf")  # class 2 masked out everywhere
+    target = torch.randint(0, 2, (2, 4, 5), generator=gen)
+    for align_corners in (False, True):
+        assert torch.equal(resize_logits(outputs["out"], (4, 5), align_corners), outputs["out"])
+        result = CCNetLoss()(outputs, target, align_corners=align_corners)
+        for name, head in (("seg", "out"), ("aux", "aux")):
+            expected = F.cross_entropy(outputs[head], target)
+            assert torch.isfinite(expected)
+            torch.testing.assert_close(result[name], expected)
 
 
 def test_a_single_valid_pixel_is_its_own_mean():
@@ -264,6 +283,18 @@ def _hand_ccl(classes: dict[int, list[tuple[float, float]]], dv: float, dd: floa
         dis /= n * (n - 1)
     reg = sum(math.hypot(*m) for m in means.values()) / n
     return var, dis, reg
+
+
+def test_phi_var_is_quadratic_up_to_and_at_delta_d_and_linear_only_beyond():
+    """The paper's pull term: 0 up to delta_v, (d - delta_v)^2 for delta_v < d <= delta_d,
+    d - delta_d + (delta_d - delta_v)^2 beyond. The pieces meet at d = delta_d, but their
+    slopes differ there (2 (delta_d - delta_v) = 2 against 1), so the quadratic piece must
+    hold at delta_d itself: it sets the gradient of a pixel exactly delta_d from its mean."""
+    distance = torch.tensor([0.25, 0.5, 1.0, 1.5, 2.5], dtype=torch.float64, requires_grad=True)
+    value = phi_var(distance, 0.5, 1.5)
+    assert value.tolist() == [0.0, 0.0, 0.25, 1.0, 2.0]
+    value.sum().backward()
+    assert distance.grad.tolist() == [0.0, 0.0, 1.0, 2.0, 1.0]
 
 
 # class 3 spans all three pieces of phi_var (around its mean (0, 0): d = 2, 2, 0.3, 0.3);
