@@ -179,3 +179,17 @@ def test_flip_takes_only_a_bool(value) -> None:
 @pytest.mark.parametrize(("value", "expected"), [(True, True), (0, False), (np.bool_(True), True)])
 def test_flip_accepts_bools_and_zero_or_one(value, expected: bool) -> None:
     assert InferenceConfig(flip=value).flip is expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_inference_on_cuda_equals_the_cpu(mode: str) -> None:
+    """Every buffer inference allocates (the sliding window's sums and counts, the rescaled
+    views) lives on the image's device: the CUDA result equals the CPU one."""
+    net = ShapeNet().eval()
+    settings = dict(mode=mode, crop_size=6, stride=4, scales=(0.75, 1.0), flip=True)
+    cpu = predict_logits(net, image(10, 13), **settings)
+    cuda = predict_logits(net.cuda(), image(10, 13).cuda(), **settings)
+    assert cuda.device.type == "cuda"
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-5, atol=1e-5)

@@ -464,3 +464,25 @@ def test_the_loss_is_computed_in_float32_under_autocast() -> None:
     for name, value in mixed.items():
         assert value.dtype == torch.float32, name
         torch.testing.assert_close(value, exact[name], rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_full_loss_on_cuda_equals_the_cpu():
+    """OHEM's threshold, the category-consistent loss's masks and counts are made on the
+    logits' device: every term on CUDA, under fp16 autocast too, equals the CPU one."""
+    gen = torch.Generator().manual_seed(3)
+    outputs = {
+        "out": torch.randn(2, 4, 6, 6, generator=gen),
+        "aux": torch.randn(2, 4, 6, 6, generator=gen),
+        "embedding": torch.randn(2, 3, 6, 6, generator=gen),
+    }
+    target = torch.randint(0, 4, (2, 12, 12), generator=gen)
+    target[:, :2] = IGNORE
+    loss = CCNetLoss(ohem=True, ohem_min_kept=50, ccl=True)
+    cpu = loss(outputs, target)
+    with torch.autocast("cuda", dtype=torch.float16):
+        cuda = loss({k: v.cuda() for k, v in outputs.items()}, target.cuda())
+    for name, value in cpu.items():
+        assert cuda[name].dtype == torch.float32, name
+        torch.testing.assert_close(cuda[name].cpu(), value, rtol=1e-4, atol=1e-5, msg=name)

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from tiny_nets import TinyNet
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from src.core.losses import CCNetLoss
 from src.core.module import check_optimiser_settings, class_names_for, metric_key
@@ -70,7 +70,7 @@ class LearningRates(pl.Callback):
         self.logged.append({k: float(v) for k, v in metrics.items() if k.startswith("train/lr")})
 
 
-@pytest.mark.parametrize(("head_lr_mult", "exempt"), [(1.0, False), (3.0, True)])
+@pytest.mark.parametrize(("head_lr_mult", "exempt"), [(1.0, False), (3.0, False), (3.0, True)])
 def test_the_logged_learning_rates_follow_the_poly_power(head_lr_mult, exempt):
     """``train/lr`` is the backbone's lr at each step, ``train/lr_head`` (the head's, also
     with the no-decay groups) only when it differs; the decay is poly of ``poly_power`` over
@@ -311,3 +311,61 @@ def test_no_loaders_or_unpadded_ones_are_no_padding():
 
     even = DataLoader(list(range(4)), sampler=DistributedSampler(range(4), num_replicas=2, rank=0))
     assert warn_if_padded(None, "val") is False and warn_if_padded([even], "val") is False
+
+
+class Batches:
+    """Ready-made batches from a plain iterable: Lightning takes any iterable as a loader, not
+    only a DataLoader, and this one has no ``sampler``."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def test_a_loader_without_a_sampler_validates_and_tests():
+    """The padding check only looks at a loader's DistributedSampler when it has a sampler at
+    all: validation and test over a plain iterable of batches run and score like a DataLoader
+    (perfect predictions here: mIoU 1)."""
+    k = 3
+    masks = torch.randint(0, k, (2, 4, 4), generator=torch.Generator().manual_seed(3))
+    batches = Batches([default_collate(one_hot_batches(masks, masks, k))])
+    module = SegmentationModule(OneHotNet(k), CCNetLoss(), k)
+    (val,) = trainer().validate(module, dataloaders=batches, verbose=False)
+    (test,) = trainer().test(module, dataloaders=batches, verbose=False)
+    assert val["val/mIoU"] == 1.0 and test["test/mIoU"] == 1.0
+
+
+def test_two_processes_log_the_val_loss_and_iou_a_single_process_logs():
+    """Two processes (DDP over gloo on the CPU, forked: nothing re-imported) each score half
+    of the split (rank 0 images 0 and 2, rank 1 images 1 and 3). val/loss is the mean over
+    all four images, not rank 0's half (whose images are predicted perfectly, so its mean
+    differs), and val/mIoU the whole split's: what a single process logs. (The single-process
+    run also lets `make mutate` see that this test calls the validation step: the forked
+    processes' calls are not recorded.)"""
+    if torch.cuda.is_initialized():  # Lightning refuses to fork a process that started CUDA
+        pytest.skip("an earlier test in this process started CUDA; ddp_fork needs a clean fork")
+    k = 3
+    gen = torch.Generator().manual_seed(2)
+    masks = torch.randint(0, k, (4, 4, 4), generator=gen)
+    preds = torch.randint(0, k, (4, 4, 4), generator=gen)
+    preds[0], preds[2] = masks[0], masks[2]
+    loader = DataLoader(one_hot_batches(preds, masks, k), batch_size=1)
+    runs = (trainer(), trainer(devices=2, strategy="ddp_fork"))
+    one, two = (
+        run.validate(SegmentationModule(OneHotNet(k), CCNetLoss(), k), loader, verbose=False)[0]
+        for run in runs
+    )
+    logits = nn.functional.one_hot(preds, k).permute(0, 3, 1, 2).float()
+    losses = [nn.functional.cross_entropy(logits[i : i + 1], masks[i : i + 1]) for i in range(4)]
+    both = masks.flatten() * k + preds.flatten()
+    counts = torch.bincount(both, minlength=k * k).reshape(k, k).double()
+    tp = counts.diag()
+    iou = tp / (counts.sum(0) + counts.sum(1) - tp)
+    for metrics in (one, two):
+        assert metrics["val/loss"] == pytest.approx(torch.stack(losses).mean().item(), rel=1e-6)
+        assert metrics["val/mIoU"] == pytest.approx(iou.mean().item(), rel=1e-6)
