@@ -2,8 +2,8 @@
 fused kernel runs when asked (from every entry point), a gradient reaches any one input that
 needs it, the plain-torch fused backend and the non-local op in half precision, the projection
 widths of the modules, gradients on a grid one row high, the traced path under autograd, query
-and key wider than the value, and the fp32 parts of half and mixed-dtype inputs (the fused
-merge, the softmax, the softmax backward)."""
+and key wider than the value, the fp32 parts of half and mixed-dtype inputs (the fused merge,
+the softmax, the softmax backward), an axis of length 2, and the output's memory format."""
 
 from __future__ import annotations
 
@@ -230,3 +230,45 @@ def test_bf16_gradients_keep_the_softmax_backward_in_fp32():
     for a, b in zip(got, expected, strict=True):
         assert a.dtype == torch.bfloat16
         torch.testing.assert_close(a.double(), b, rtol=0, atol=0.02 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("kernel", ["lines", "fused"])
+@pytest.mark.parametrize("spatial", [(2, 5), (2, 2, 3)])
+def test_an_axis_of_length_two_is_attended(spatial, kernel):
+    """Only length-1 axes are skipped (their lines hold nothing but the centre): an axis of
+    length 2 adds one neighbour to every cross. With equal energies each position averages its
+    cross, the sum of its lines less the centre counted once per extra axis, over H+W-1
+    positions (T+H+W-2 in 3D): 6 in (2, 5), 5 in (2, 2, 3)."""
+    gen = torch.Generator().manual_seed(4)
+    value = torch.randn(2, 3, *spatial, generator=gen, dtype=torch.float64)
+    query = torch.zeros(2, 2, *spatial, dtype=torch.float64)
+    out = criss_cross_attention(query, query, value, kernel=kernel)
+    dims = range(2, value.dim())
+    lines = sum(value.sum(d, keepdim=True) for d in dims)
+    expected = (lines - (len(spatial) - 1) * value) / (sum(spatial) - len(spatial) + 1)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["lines", "fused"])
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("spatial", [(3, 4), (2, 3, 4)])
+def test_the_output_takes_the_value_memory_format(spatial, grad, kernel):
+    """The op returns value's memory format, with or without autograd: a channels-last value
+    gives a channels-last output, any other layout (here a transposed view, neither contiguous
+    nor channels-last) a contiguous one, which callers can ``view`` (flatten the positions)."""
+    fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
+    query, key, value = _qkv(spatial)
+    channels_last = [
+        t.contiguous(memory_format=fmt).requires_grad_(grad) for t in (query, key, value)
+    ]
+    out = criss_cross_attention(*channels_last, kernel=kernel)
+    assert out.is_contiguous(memory_format=fmt) and not out.is_contiguous()
+    transposed = [
+        t.transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_(grad)
+        for t in (query, key, value)
+    ]
+    assert not transposed[2].is_contiguous(memory_format=fmt)
+    out = criss_cross_attention(*transposed, kernel=kernel)
+    assert out.is_contiguous()
+    expected = criss_cross_attention(query, key, value, kernel=kernel)
+    torch.testing.assert_close(out.view(2, 5, -1), expected.view(2, 5, -1), rtol=1e-12, atol=1e-12)

@@ -63,10 +63,9 @@ def _batch_dims_mergeable(t: Tensor) -> bool:
 
 
 def _bmm_into(a: Tensor, b: Tensor, out: Tensor) -> None:
-    """out = a @ b over matching leading dims, as bmm calls on views of a and b (no copies)."""
-    if a.dim() == 2:
-        torch.mm(a, b, out=out)
-    elif _batch_dims_mergeable(a) and _batch_dims_mergeable(b):
+    """out = a @ b over matching leading dims (3 or more), as bmm calls on views of a and b (no
+    copies); a single leading dim is always mergeable, so the recursion stops at 3 dims."""
+    if _batch_dims_mergeable(a) and _batch_dims_mergeable(b):
         flat = (-1, *out.shape[-2:])
         torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), out=out.view(flat))
     else:
