@@ -7,6 +7,8 @@ the softmax, the softmax backward), an axis of length 2, and the output's memory
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -272,3 +274,22 @@ def test_the_output_takes_the_value_memory_format(spatial, grad, kernel):
     assert out.is_contiguous()
     expected = criss_cross_attention(query, key, value, kernel=kernel)
     torch.testing.assert_close(out.view(2, 5, -1), expected.view(2, 5, -1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["lines", "fused"])
+@pytest.mark.parametrize("spatial", [(3, 4), (6, 5), (2, 3, 4), (3, 2, 4)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_forward_and_backward_raise_no_warning(spatial, layout, kernel):
+    """The op raises no warning in any layout, forward or backward: a buffer resized by a
+    matmul's ``out=`` (a wrong view of the output) is deprecated in torch and would warn."""
+    fmt = torch.channels_last if len(spatial) == 2 else torch.channels_last_3d
+    tensors = _qkv(spatial)
+    if layout == "channels_last":
+        tensors = [t.contiguous(memory_format=fmt) for t in tensors]
+    query, key, value = (t.requires_grad_() for t in tensors)
+    gamma = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = criss_cross_residual(query, key, value, gamma, value, kernel=kernel)
+        out.square().sum().backward()
+    assert all(t.grad is not None for t in (query, key, value, gamma))
