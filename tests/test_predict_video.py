@@ -414,6 +414,7 @@ def test_predict_cli_turns_an_mp4_into_masks_and_an_overlay_video(ckpt3d, video,
     assert results["images"] == FRAMES and results["video"] == summary["video"]
 
 
+@pytest.mark.slow  # in-process: frames as PNGs = the video, centre targets (default run)
 def test_predict_cli_folder_of_frames_with_a_centre_target(ckpt3d, video, tmp_path):
     """A folder of frames (natural order), the labelled frame in the clip's centre: one mask
     and colour PNG per frame, named after the frame, and a 10 fps overlay video."""

@@ -136,6 +136,7 @@ def test_test_only_switch_scores_a_checkpoint(trained_run, tmp_path):
     assert "val/mIoU" not in results["metrics"]
 
 
+@pytest.mark.slow  # in-process: the op and the losses under bf16 autocast (default run)
 def test_bf16_mixed_precision_trains_end_to_end(tmp_path):
     run_dir = tmp_path / "bf16"
     run_cli(
