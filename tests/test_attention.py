@@ -10,6 +10,7 @@ import warnings
 import onnxruntime as ort  # dev dependencies (pyproject.toml): missing is a failure, not a skip
 import pytest
 import torch
+from attention_inputs import random_qkv as _qkv
 
 from src.bench.common import saved_tensor_bytes
 from src.models.attention import (
@@ -30,14 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _qkv(spatial, batch=2, key_channels=3, channels=4, dtype=torch.float64, grad=False):
-    gen = torch.Generator().manual_seed(sum(spatial) + batch)
-    shapes = [(batch, key_channels), (batch, key_channels), (batch, channels)]
-    return [
-        torch.randn(*s, *spatial, generator=gen, dtype=dtype).requires_grad_(grad) for s in shapes
-    ]
 
 
 def _cross(position, spatial):

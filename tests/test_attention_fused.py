@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from attention_inputs import random_qkv
 
 import src.models.attention as attention
 from src.models.attention import (
@@ -43,12 +44,8 @@ def backend(request, monkeypatch):
     return request.param
 
 
-def _qkv(spatial, batch=2, key_channels=3, channels=5, dtype=torch.float64, grad=False):
-    gen = torch.Generator().manual_seed(sum(spatial) + batch)
-    shapes = [(batch, key_channels), (batch, key_channels), (batch, channels)]
-    return [
-        torch.randn(*s, *spatial, generator=gen, dtype=dtype).requires_grad_(grad) for s in shapes
-    ]
+def _qkv(spatial, **kwargs):
+    return random_qkv(spatial, **{"channels": 5, **kwargs})
 
 
 def _slow_cca(query, key, value):

@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from attention_inputs import random_qkv
 
 import src.models.attention as attention
 from src.models.attention import (
@@ -23,10 +24,8 @@ from src.models.attention import (
 )
 
 
-def _qkv(spatial=(3, 4), dtype=torch.float64, key_channels=3, channels=5):
-    gen = torch.Generator().manual_seed(7)
-    shapes = [(2, key_channels), (2, key_channels), (2, channels)]
-    return [torch.randn(*s, *spatial, generator=gen, dtype=dtype) for s in shapes]
+def _qkv(spatial=(3, 4), **kwargs):
+    return random_qkv(spatial, **{"channels": 5, "seed": 7, **kwargs})
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""Small nets with known structure for the module and optimiser tests."""
+"""Small nets with known structure for the module and optimiser tests, and a quiet CPU trainer
+to run them."""
 
 from __future__ import annotations
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -25,3 +27,28 @@ class TinyNet(nn.Module):
     def forward(self, images):
         features = self.head(self.backbone(images)) * (1 + self.gamma)
         return {"out": self.classifier(features)}
+
+
+class OneHotNet(nn.Module):
+    """Returns its input as logits: each "image" is the one-hot map of a fixed prediction."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = nn.Identity()
+
+    def forward(self, images):
+        return {"out": images}
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar or model summary; ``kwargs``
+    add to or override these."""
+    settings = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return pl.Trainer(**{**settings, **kwargs})

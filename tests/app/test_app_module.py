@@ -11,7 +11,7 @@ import torch
 from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 from cityscapesscripts.helpers.labels import trainId2label
-from tiny_nets import TinyNet
+from tiny_nets import OneHotNet, TinyNet
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -22,18 +22,6 @@ from src.data.lip import LIPDataset
 from src.tasks.semantic.module import SegmentationModule, warn_if_padded
 
 IGNORE = 255
-
-
-class OneHotNet(nn.Module):
-    """Returns its input as logits: each "image" is the one-hot map of a fixed prediction."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.backbone = nn.Identity()
-
-    def forward(self, images):
-        return {"out": images}
 
 
 def make_module(net: nn.Module, **kwargs) -> SegmentationModule:

@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from tiny_nets import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -99,15 +100,10 @@ def test_validation_follows_announces_exactly_the_validations_the_loop_runs(
     what makes ``LastCheckpoint`` wait for a validation), so it must ask with the loop's own
     fetcher."""
     recorder = ValidationRecorder()
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_steps=4,
         val_check_interval=3,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[recorder],
         default_root_dir=tmp_path,
     )

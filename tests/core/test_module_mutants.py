@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from tiny_nets import TinyNet
+from tiny_nets import OneHotNet, TinyNet, quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
@@ -16,29 +16,6 @@ from src.core.module import check_optimiser_settings, class_names_for, metric_ke
 from src.tasks.semantic.module import SegmentationModule
 
 IGNORE = 255
-
-
-class OneHotNet(nn.Module):
-    """Returns its input as logits (each "image" is the one-hot map of a fixed prediction)."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.backbone = nn.Identity()
-
-    def forward(self, images):
-        return {"out": images}
-
-
-def trainer(**kwargs) -> pl.Trainer:
-    settings = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return pl.Trainer(**{**settings, **kwargs})
 
 
 def one_hot_batches(preds: torch.Tensor, masks: torch.Tensor, k: int) -> list[dict]:
@@ -85,7 +62,7 @@ def test_the_logged_learning_rates_follow_the_poly_power(head_lr_mult, exempt):
         exempt_norm_and_gamma=exempt,
     )
     rates = LearningRates()
-    trainer(max_steps=4, limit_val_batches=0, callbacks=[rates]).fit(module, train_batches(8))
+    quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[rates]).fit(module, train_batches(8))
     assert [r["train/lr"] for r in rates.logged] == pytest.approx([0.1, 0.075, 0.05, 0.025])
     groups = [g["name"] for g in module.trainer.optimizers[0].param_groups]
     assert any(name.endswith("_no_decay") for name in groups) == exempt
@@ -104,7 +81,7 @@ def test_a_resumed_longer_run_ends_its_schedule_at_its_own_last_step():
     short = module.lr_schedule(2)
     original = module.lr_schedule
     module.lr_schedule = lambda total: short  # the schedule a 2-step run saved
-    trainer(max_steps=4, limit_val_batches=0, callbacks=[rates]).fit(module, train_batches(8))
+    quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[rates]).fit(module, train_batches(8))
     module.lr_schedule = original
     assert short.total_steps == 4
     assert [r["train/lr"] for r in rates.logged] == pytest.approx([0.1, 0.075, 0.05, 0.025])
@@ -181,7 +158,7 @@ def test_best_miou_is_the_maximum_over_the_fits_validations(after_sanity_check):
     masks = torch.randint(0, k, (4, 6, 6), generator=torch.Generator().manual_seed(1))
     data = DataLoader(one_hot_batches(masks, masks, k), batch_size=2)
     module = SegmentationModule(Switchable(k), CCNetLoss(), k)
-    fit = trainer(
+    fit = quiet_trainer(
         max_steps=2,
         val_check_interval=1,
         limit_val_batches=1,
@@ -205,7 +182,7 @@ def test_confusion_counts_and_the_test_stage():
     preds = torch.tensor([[[0, 2, 2, 1]], [[1, 0, 2, 0]]])
     module = SegmentationModule(OneHotNet(k), CCNetLoss(), k, class_names=["a", "b", "c"])
     loader = DataLoader(one_hot_batches(preds, masks, k), batch_size=2)
-    (metrics,) = trainer().test(module, dataloaders=loader, verbose=False)
+    (metrics,) = quiet_trainer().test(module, dataloaders=loader, verbose=False)
     expected = torch.tensor([[2, 0, 0], [1, 1, 1], [0, 0, 2]])
     assert torch.equal(module.confusion_matrix["test"], expected)
     assert "val" not in module.confusion_matrix and "val" not in module.per_class_iou
@@ -223,7 +200,7 @@ def test_the_sanity_check_leaves_no_per_class_iou_or_counts():
     masks = torch.zeros(2, 4, 4, dtype=torch.long)
     data = DataLoader(one_hot_batches(masks, masks, k), batch_size=2)
     module = SegmentationModule(Switchable(k), CCNetLoss(), k)
-    fit = trainer(max_steps=1, num_sanity_val_steps=1, check_val_every_n_epoch=2)
+    fit = quiet_trainer(max_steps=1, num_sanity_val_steps=1, check_val_every_n_epoch=2)
     fit.fit(module, data, data)
     assert module.per_class_iou == {} and module.confusion_matrix == {}
 
@@ -235,11 +212,11 @@ def test_validation_of_a_padded_distributed_split_warns():
     sampler = DistributedSampler(data, num_replicas=2, rank=0, shuffle=False)
     module = SegmentationModule(OneHotNet(k), CCNetLoss(), k)
     with pytest.warns(UserWarning, match="val: DistributedSampler pads 3 samples to 4"):
-        trainer(use_distributed_sampler=False).validate(
+        quiet_trainer(use_distributed_sampler=False).validate(
             module, dataloaders=DataLoader(data, sampler=sampler), verbose=False
         )
     with pytest.warns(UserWarning, match="test: DistributedSampler pads"):
-        trainer(use_distributed_sampler=False).test(
+        quiet_trainer(use_distributed_sampler=False).test(
             module, dataloaders=DataLoader(data, sampler=sampler), verbose=False
         )
 
@@ -274,7 +251,7 @@ def test_validation_outputs_counts_and_logged_loss():
     preds = torch.randint(0, k, (3, 4, 4), generator=gen)
     module = SegmentationModule(OneHotNet(k), CCNetLoss(), k, ignore_index=2)
     outputs = Outputs()
-    validator = trainer(callbacks=[outputs])
+    validator = quiet_trainer(callbacks=[outputs])
     loader = DataLoader(one_hot_batches(preds, masks, k), batch_size=2)
     (metrics,) = validator.validate(module, dataloaders=loader, verbose=False)
     assert torch.equal(torch.cat(outputs.preds), preds)
@@ -301,7 +278,7 @@ def test_a_net_with_another_class_count_fails_validation():
     module.net = Extra(3)
     masks = torch.zeros(2, 4, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="4 channels, expected 3"):
-        trainer().validate(
+        quiet_trainer().validate(
             module, DataLoader(one_hot_batches(masks, masks, 3), batch_size=2), verbose=False
         )
 
@@ -335,8 +312,8 @@ def test_a_loader_without_a_sampler_validates_and_tests():
     masks = torch.randint(0, k, (2, 4, 4), generator=torch.Generator().manual_seed(3))
     batches = Batches([default_collate(one_hot_batches(masks, masks, k))])
     module = SegmentationModule(OneHotNet(k), CCNetLoss(), k)
-    (val,) = trainer().validate(module, dataloaders=batches, verbose=False)
-    (test,) = trainer().test(module, dataloaders=batches, verbose=False)
+    (val,) = quiet_trainer().validate(module, dataloaders=batches, verbose=False)
+    (test,) = quiet_trainer().test(module, dataloaders=batches, verbose=False)
     assert val["val/mIoU"] == 1.0 and test["test/mIoU"] == 1.0
 
 
@@ -354,7 +331,7 @@ def test_two_processes_log_the_val_loss_and_iou_a_single_process_logs():
     preds = torch.randint(0, k, (4, 4, 4), generator=gen)
     preds[0], preds[2] = masks[0], masks[2]
     loader = DataLoader(one_hot_batches(preds, masks, k), batch_size=1)
-    runs = (trainer(), trainer(devices=2, strategy="ddp_spawn"))
+    runs = (quiet_trainer(), quiet_trainer(devices=2, strategy="ddp_spawn"))
     one, two = (
         run.validate(SegmentationModule(OneHotNet(k), CCNetLoss(), k), loader, verbose=False)[0]
         for run in runs
